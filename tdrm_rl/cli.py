@@ -1,0 +1,128 @@
+"""`tdrm-rl` command line. Every subcommand takes a recipe and `key=value` overrides."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from tdrm_rl.config import ConfigError, RunConfig, load_config, to_yaml
+
+DESCRIPTION = """\
+tdrm-rl: online RL for language models with a TD-trained process reward model (PRM) as critic.
+
+A recipe is a YAML file (it may `extends:` another); any field can be overridden as key=value,
+e.g. `trainer.total_steps=2 prm.update=frozen`. Run `tdrm-rl config RECIPE` to see every field.
+"""
+
+OVERRIDES_HELP = "config overrides as section.key=value (e.g. trainer.total_steps=2 reward.w_prm=0.3)"
+
+
+def set_runtime_defaults() -> None:
+    """Offline hubs, no usage stats, localhost-only Ray, a per-environment DeepSpeed JIT cache."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not os.environ.get("RAY_ADDRESS"):
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
+
+
+def init_ray(cfg: RunConfig) -> bool:
+    """Connect to `cluster.address` / RAY_ADDRESS if given, else start a local instance. Returns True if started."""
+    import ray
+
+    address = cfg.cluster.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+        return False
+    ray.init(num_cpus=cfg.cluster.num_cpus, include_dashboard=cfg.cluster.include_dashboard,
+             dashboard_host=cfg.cluster.dashboard_host, logging_level=logging.WARNING)
+    return True
+
+
+def cmd_train(cfg: RunConfig) -> int:
+    from tdrm_rl.sft import ensure_policy
+
+    policy_path = ensure_policy(cfg, progress=cfg.trainer.progress)
+    import ray
+
+    from tdrm_rl.driver import RLTrainer
+
+    started = init_ray(cfg)
+    try:
+        summary = RLTrainer(cfg, policy_path).fit()
+    finally:
+        if started:
+            ray.shutdown()
+    return 0 if summary else 1
+
+
+def cmd_sft(cfg: RunConfig, out_dir: str | None) -> int:
+    from tdrm_rl.sft import ensure_policy, run_sft
+
+    if out_dir:
+        metrics = run_sft(cfg, out_dir, progress=cfg.trainer.progress)
+        print(f"warm start saved to {out_dir}: greedy held-out accuracy {metrics['eval_greedy_accuracy']:.3f}")
+    else:
+        print(ensure_policy(cfg, progress=cfg.trainer.progress))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tdrm-rl", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = sub.add_parser("train", help="online RL: GRPO with blended PRM + verifiable rewards, PRM updated by TD",
+                           description="Run online RL from a recipe. Without cluster.address or RAY_ADDRESS a local "
+                           "Ray instance is started. Without model.policy_path the embedded tiny model is "
+                           "warm-started by `tdrm-rl sft` first (cached). Writes metrics.jsonl, TensorBoard "
+                           "events, curves.png, summary.json and HF checkpoints under trainer.output_dir.")
+    train.add_argument("recipe", help="recipe YAML, e.g. recipes/grpo_tdrm.yaml")
+    train.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+
+    sft = sub.add_parser("sft", help="supervised warm start of the embedded tiny policy on worked solutions",
+                         description="Train the embedded tiny policy on worked arithmetic solutions and report "
+                         "held-out greedy accuracy. Without --out the result goes to the cache that "
+                         "`tdrm-rl train` reuses, and its path is printed.")
+    sft.add_argument("recipe", help="recipe YAML (its data, model and sft sections are used)")
+    sft.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    sft.add_argument("--out", default=None, help="write the checkpoint here instead of the cache")
+
+    show = sub.add_parser("config", help="print the fully resolved config of a recipe (every field and default)",
+                          description="Resolve a recipe with its `extends` chain and overrides, check it, and "
+                          "print it as YAML.")
+    show.add_argument("recipe", help="recipe YAML")
+    show.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    set_runtime_defaults()
+    logging.basicConfig(level=os.environ.get("TDRM_LOG_LEVEL", "WARNING"), format="%(name)s: %(message)s")
+    try:
+        cfg = load_config(args.recipe, args.overrides)
+        if args.command == "config":
+            print(to_yaml(cfg), end="")
+            return 0
+        if args.command == "sft":
+            return cmd_sft(cfg, args.out)
+        return cmd_train(cfg)
+    except ConfigError as e:
+        print(f"tdrm-rl: config error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tdrm-rl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""Run configuration: typed dataclasses, YAML recipes that may extend each other, CLI overrides.
+
+One place defines a field, its default and its check. Unknown keys and wrong types are
+errors that name the key and the recipe file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A user mistake in a recipe or an override. The message names the key and the file."""
+
+
+@dataclass
+class DataConfig:
+    task: str = "arith"  # embedded multi-step arithmetic task
+    num_ops: int = 3  # operations per problem (= reasoning steps before the answer step)
+    operand_max: int = 20  # operands are drawn from [1, operand_max]
+    operators: str = "+-*"  # operator set
+    seed: int = 0
+    eval_size: int = 500  # held-out problems for greedy / sampled evaluation
+    step_delimiter: str = "\n\n"
+    value_max: int = 99  # every intermediate value stays in [0, value_max]
+
+
+@dataclass
+class ModelConfig:
+    policy_path: Optional[str] = None  # HF path; None = the embedded tiny model, warm-started by `tdrm-rl sft`
+    prm_path: Optional[str] = None  # HF path; None = initialise from the policy backbone
+    cache_dir: str = ".cache/tdrm-rl"  # where the embedded model and its SFT warm start are cached
+    trust_remote_code: bool = False
+    # Shape of the embedded tiny Qwen2 model (untied embeddings).
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 512
+    max_position_embeddings: int = 512
+
+
+@dataclass
+class SFTConfig:
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 2e-3
+    warmup_steps: int = 50
+    seed: int = 0
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    torch_threads: int = 2  # 0 = leave torch's default
+    eval_batch_size: int = 256  # sequences per generate() call in the final evaluation
+
+
+@dataclass
+class RolloutConfig:
+    backend: str = "hf"  # "hf" here; "vllm" slots in behind the same interface
+    num_workers: int = 1
+    prompts_per_step: int = 16
+    group_size: int = 8  # G rollouts per prompt
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 96
+    micro_batch_size: int = 128  # sequences per generate() call
+    eval_temperature: float = 1.0  # sampled evaluation temperature
+
+
+@dataclass
+class PolicyConfig:
+    lr: float = 5e-5
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    zero_stage: int = 0
+    micro_batch_size: int = 64
+    mini_batches: int = 1  # optimizer steps per RL step
+    clip_low: float = 0.2
+    clip_high: float = 0.2
+    kl_coef: float = 0.0  # k3 KL to the frozen reference; 0 disables the reference
+    kl_estimator: str = "k3"
+
+
+@dataclass
+class PRMConfig:
+    update: str = "online"  # "online": TD update every step; "frozen": never updated
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    zero_stage: int = 0
+    micro_batch_size: int = 64
+    epochs: int = 1
+    td_mode: str = "nstep"  # "nstep" or "lambda"
+    n_step: int = 2
+    gamma: float = 0.8
+    lam: float = 0.7
+    terminal_weight: float = 1.0
+    bootstrap: str = "online"  # "online" network or "ema" target copy
+    ema_decay: float = 0.99
+
+
+@dataclass
+class RewardConfig:
+    w_rule: float = 0.8
+    w_prm: float = 0.2
+    prm_aggregate: str = "before_answer"  # before_answer | min | mean | last
+    prm_use_logit: bool = True  # blend the logit (paper) or the sigmoid value
+    normalize: bool = False  # per-source normalisation within each group before the blend
+
+
+@dataclass
+class AlgorithmConfig:
+    estimator: str = "grpo"
+    adv_eps: float = 1e-6
+
+
+@dataclass
+class TrainerConfig:
+    total_steps: int = 40
+    eval_every: int = 10
+    eval_sampled: bool = True  # also report sampled accuracy at rollout.eval_temperature
+    save_every: int = 0  # 0 = save only at the end
+    output_dir: str = "runs/grpo_tdrm"
+    seed: int = 0
+    progress: bool = True
+    tensorboard: bool = True
+    torch_threads: int = 0  # 0 = let each worker pick from its CPU share
+
+
+@dataclass
+class ClusterConfig:
+    address: Optional[str] = None  # None = RAY_ADDRESS or a new local instance
+    num_cpus: Optional[int] = None  # for a local instance
+    dashboard_host: str = "127.0.0.1"
+    include_dashboard: bool = False
+    rollout_cpus: float = 0.5
+    policy_cpus: float = 0.5
+    prm_cpus: float = 0.5
+    num_gpus_per_worker: float = 0.0
+    call_timeout_s: float = 1800.0  # every remote call is bounded
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    prm: PRMConfig = field(default_factory=PRMConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+
+CHOICES = {
+    "data.task": ("arith",),
+    "rollout.backend": ("hf",),
+    "prm.update": ("online", "frozen"),
+    "prm.td_mode": ("nstep", "lambda"),
+    "prm.bootstrap": ("online", "ema"),
+    "reward.prm_aggregate": ("before_answer", "min", "mean", "last"),
+    "policy.kl_estimator": ("k1", "k3"),
+    "policy.zero_stage": (0, 1, 2, 3),
+    "prm.zero_stage": (0, 1, 2, 3),
+}
+
+EXTENDS_KEY = "extends"
+
+
+def _read_recipe(path: str, seen: tuple[str, ...] = ()) -> DictConfig:
+    """Read one YAML recipe, resolving `extends:` (a path relative to the recipe) first."""
+    path = os.path.abspath(path)
+    if not os.path.isfile(path):
+        raise ConfigError(f"recipe file not found: {path}")
+    if path in seen:
+        raise ConfigError(f"recipe {path}: 'extends' forms a cycle")
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"recipe {path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"recipe {path}: top level must be a mapping of sections")
+    parent = raw.pop(EXTENDS_KEY, None)
+    node = OmegaConf.create(raw)
+    if parent is None:
+        return node
+    parent_path = os.path.join(os.path.dirname(path), str(parent))
+    if not os.path.isfile(parent_path):
+        raise ConfigError(f"recipe {path}: key 'extends' names a missing file: {parent_path}")
+    return OmegaConf.merge(_read_recipe(parent_path, seen + (path,)), node)
+
+
+def _merge(schema: DictConfig, node: DictConfig, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(schema, node)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "?"
+        reason = str(e).splitlines()[0]
+        raise ConfigError(f"{source}: bad key '{key}': {reason}") from None
+
+
+def load_config(recipe: Optional[str] = None, overrides: tuple[str, ...] | list[str] = ()) -> RunConfig:
+    """Build the run config: defaults <- recipe (with extends) <- `key=value` overrides."""
+    cfg = OmegaConf.structured(RunConfig)
+    if recipe is not None:
+        cfg = _merge(cfg, _read_recipe(recipe), f"recipe {recipe}")
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+        try:
+            dotlist = OmegaConf.from_dotlist([item])
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"override '{item}': {str(e).splitlines()[0]}") from None
+        cfg = _merge(cfg, dotlist, f"override '{item}'")
+    run: RunConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    validate(run, source=f"recipe {recipe}" if recipe else "config")
+    return run
+
+
+def validate(cfg: RunConfig, source: str = "config") -> None:
+    """Checks OmegaConf's types cannot express: choices, ranges, files."""
+    for dotted, allowed in CHOICES.items():
+        section, name = dotted.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in allowed:
+            raise ConfigError(f"{source}: key '{dotted}' = {value!r}; expected one of {list(allowed)}")
+    positive = ["rollout.group_size", "rollout.prompts_per_step", "rollout.max_new_tokens", "trainer.total_steps",
+                "policy.micro_batch_size", "prm.micro_batch_size", "prm.n_step", "data.num_ops", "data.operand_max",
+                "rollout.num_workers", "policy.mini_batches", "sft.batch_size"]
+    for dotted in positive:
+        section, name = dotted.split(".")
+        if getattr(getattr(cfg, section), name) < 1:
+            raise ConfigError(f"{source}: key '{dotted}' must be >= 1")
+    unit = ["prm.gamma", "prm.lam", "prm.ema_decay"]
+    for dotted in unit:
+        section, name = dotted.split(".")
+        if not 0.0 <= getattr(getattr(cfg, section), name) <= 1.0:
+            raise ConfigError(f"{source}: key '{dotted}' must be in [0, 1]")
+    if not cfg.data.operators or set(cfg.data.operators) - set("+-*"):
+        raise ConfigError(f"{source}: key 'data.operators' = {cfg.data.operators!r}; use a subset of '+-*'")
+    if cfg.rollout.group_size < 2 and cfg.algorithm.estimator == "grpo":
+        raise ConfigError(f"{source}: key 'rollout.group_size' must be >= 2 for GRPO")
+    for key, path in (("model.policy_path", cfg.model.policy_path), ("model.prm_path", cfg.model.prm_path)):
+        if path is not None and not os.path.exists(path):
+            raise ConfigError(f"{source}: key '{key}' names a missing path: {path}")
+
+
+def to_yaml(cfg: RunConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))

@@ -1,0 +1,263 @@
+"""The RL driver. Each step is a sequence of named, timed stages:
+
+    rollout -> verify -> PRM values (+ old/ref logprobs) -> blend -> advantages
+    -> policy update + PRM TD update (concurrently: they touch different models)
+    -> weight sync -> metrics -> evaluation / checkpoint
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from contextlib import contextmanager
+from typing import Any
+
+import ray
+import torch
+from tqdm import tqdm
+
+from tdrm_rl.algos import broadcast_sequence_advantages, get_adv_estimator
+from tdrm_rl.batch import Batch
+from tdrm_rl.blend import aggregate_prm, blend_rewards
+from tdrm_rl.collate import TokenTexts, collate
+from tdrm_rl.config import RunConfig, to_yaml
+from tdrm_rl.generation import Generated
+from tdrm_rl.prm_metrics import calibration, ranking_accuracy
+from tdrm_rl.tasks import get_task
+from tdrm_rl.td import prm_td_loss, terminal_mask
+from tdrm_rl.tracking import MetricsLogger, format_table, plot_curves, read_metrics
+from workers.group import WorkerGroup
+from workers.policy import PolicyWorker
+from workers.prm import PRMWorker, td_targets
+from workers.rollout import RolloutWorker
+
+
+class StageTimer:
+    """`with timer("rollout"): ...` records seconds under timing_s/rollout."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        yield
+        self.seconds[f"timing_s/{name}"] = time.perf_counter() - start
+
+
+def thread_split(cfg: RunConfig) -> tuple[int, int]:
+    """Rollout runs alone, so it may use every core; policy and PRM train side by side, so they split them."""
+    if cfg.trainer.torch_threads > 0:
+        return cfg.trainer.torch_threads, cfg.trainer.torch_threads
+    cores = int(ray.available_resources().get("CPU", os.cpu_count() or 1)) or 1
+    cores = max(1, min(cores, os.cpu_count() or 1))
+    return cores, max(1, cores // 2)
+
+
+class RLTrainer:
+    def __init__(self, cfg: RunConfig, policy_path: str) -> None:
+        self.cfg = cfg
+        self.task = get_task(cfg.data)
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(policy_path)
+        self.token_texts = TokenTexts(self.tokenizer)
+        self.rng = random.Random(cfg.trainer.seed)
+        self.eval_set = self.task.eval_problems(cfg.data.eval_size)
+        self.out = cfg.trainer.output_dir
+        os.makedirs(self.out, exist_ok=True)
+        with open(os.path.join(self.out, "config.yaml"), "w") as f:
+            f.write(to_yaml(cfg))
+        self.logger = MetricsLogger(self.out, cfg.trainer.tensorboard)
+
+        cc = cfg.cluster
+        rollout_threads, trainer_threads = thread_split(cfg)
+        self.rollout = WorkerGroup(RolloutWorker, "rollout", cfg, world_size=cfg.rollout.num_workers,
+                                   num_cpus=cc.rollout_cpus, num_gpus=cc.num_gpus_per_worker,
+                                   model_path=policy_path, num_threads=rollout_threads)
+        self.policy = WorkerGroup(PolicyWorker, "policy", cfg, num_cpus=cc.policy_cpus, num_gpus=cc.num_gpus_per_worker,
+                                  distributed=True, model_path=policy_path, num_threads=trainer_threads)
+        prm_path = cfg.model.prm_path or policy_path
+        self.prm = WorkerGroup(PRMWorker, "prm", cfg, num_cpus=cc.prm_cpus, num_gpus=cc.num_gpus_per_worker,
+                               distributed=True, model_path=prm_path, init_from_policy=cfg.model.prm_path is None,
+                               num_threads=trainer_threads)
+        self.weights_version = 0
+
+    # ----- stages -------------------------------------------------------------------------------
+    def generate(self, prompts: list[str], n: int, sampling: dict[str, Any]) -> Generated:
+        """Split prompts into contiguous shards, one per rollout worker; concatenate in order."""
+        workers = self.rollout.actors
+        size = -(-len(prompts) // len(workers))
+        shards = [prompts[i:i + size] for i in range(0, len(prompts), size)]
+        parts = self.rollout.get([a.generate.remote(s, n, sampling) for a, s in zip(workers, shards)],
+                                 stage="generate")
+        return Generated(*(sum((getattr(p, f) for p in parts), []) for f in
+                           ("prompt_ids", "response_ids", "response_text", "response_logprobs")))
+
+    def verify(self, texts: list[str], answers: list[str]) -> torch.Tensor:
+        return torch.tensor([self.task.verify(t, a) for t, a in zip(texts, answers)], dtype=torch.float32)
+
+    def make_batch(self, gen: Generated, problems: list, n: int) -> Batch:
+        group_ids = [i for i in range(len(problems)) for _ in range(n)]
+        meta = {"answer": [problems[g].answer for g in group_ids], "response_text": gen.response_text}
+        return collate(gen.prompt_ids, gen.response_ids, group_ids, self.token_texts,
+                       pad_id=self.tokenizer.pad_token_id, delimiter=self.cfg.data.step_delimiter,
+                       rollout_logprobs=gen.response_logprobs, meta=meta)
+
+    def blend(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        rc = self.cfg.reward
+        prm_score = aggregate_prm(batch.step_logits, batch.step_mask, rc.prm_aggregate, rc.prm_use_logit)
+        rewards = blend_rewards(batch.outcome, prm_score, rc.w_rule, rc.w_prm, batch.group_ids, rc.normalize)
+        return rewards, prm_score
+
+    def sync_weights(self) -> None:
+        state_refs = self.policy.submit("export_state_dict")
+        self.weights_version += 1
+        self.rollout.get([a.update_weights.remote(state_refs[0], self.weights_version) for a in self.rollout.actors],
+                         stage="weight_sync")
+
+    # ----- one RL step --------------------------------------------------------------------------
+    def step(self, step: int) -> dict[str, Any]:
+        cfg, timer = self.cfg, StageTimer()
+        rc = cfg.rollout
+        with timer("step"):
+            problems = self.task.sample_train(rc.prompts_per_step, self.rng)
+            with timer("rollout"):
+                gen = self.generate([p.prompt for p in problems], rc.group_size, {})
+            with timer("verify"):
+                batch = self.make_batch(gen, problems, rc.group_size)
+                batch.outcome = self.verify(gen.response_text, batch.meta["answer"])
+            with timer("prm_values_and_logprobs"):
+                refs = {"step_logits": self.prm.submit("values", batch)[0]}
+                if cfg.policy.mini_batches > 1:
+                    refs["old_logprobs"] = self.policy.submit("logprobs", batch)[0]
+                if cfg.policy.kl_coef > 0:
+                    refs["ref_logprobs"] = self.policy.submit("ref_logprobs", batch)[0]
+                for name, ref in refs.items():
+                    setattr(batch, name, self.prm.get(ref, stage=name) if name == "step_logits"
+                            else self.policy.get(ref, stage=name))
+            with timer("advantages"):
+                batch.rewards, prm_score = self.blend(batch)
+                seq_adv = get_adv_estimator(cfg.algorithm.estimator)(batch.rewards, batch.group_ids,
+                                                                     cfg.algorithm.adv_eps)
+                batch.advantages = broadcast_sequence_advantages(seq_adv, batch.response_mask)
+            with timer("update"):
+                policy_ref = self.policy.submit("update", batch)
+                prm_ref = self.prm.submit("td_update", batch) if cfg.prm.update == "online" else None
+                metrics = self.policy.get(policy_ref, stage="policy_update")[0]
+                if prm_ref is not None:
+                    metrics.update(self.prm.get(prm_ref, stage="prm_td_update")[0])
+                else:
+                    metrics.update(self.frozen_td_metrics(batch))
+            with timer("weight_sync"):
+                self.sync_weights()
+        metrics.update(timer.seconds)
+        metrics.update(self.batch_metrics(batch, prm_score, timer.seconds["timing_s/rollout"]))
+        return metrics
+
+    def frozen_td_metrics(self, batch: Batch) -> dict[str, float]:
+        targets = td_targets(self.cfg.prm, batch.step_logits, batch)
+        loss = prm_td_loss(batch.step_logits, targets, batch.step_mask, self.cfg.prm.terminal_weight)
+        return {"prm/td_loss": float(loss)}
+
+    def batch_metrics(self, batch: Batch, prm_score: torch.Tensor, rollout_s: float) -> dict[str, float]:
+        values = torch.sigmoid(batch.step_logits)
+        final = terminal_mask(batch.step_mask)
+        has_steps = batch.step_mask.sum(1) > 0
+        final_values = (values * final).sum(1)[has_steps]
+        cal = calibration(final_values, batch.outcome[has_steps])
+        tokens = batch.num_response_tokens
+        return {
+            "reward/rule_mean": float(batch.outcome.mean()),
+            "reward/prm_score_mean": float(prm_score.mean()),
+            "reward/blended_mean": float(batch.rewards.mean()),
+            "prm/ranking_accuracy": ranking_accuracy(prm_score, batch.outcome, batch.group_ids),
+            "prm/final_value_ece": cal["ece"],
+            "prm/final_value_brier": cal["brier"],
+            "response/length_mean": tokens / len(batch),
+            "response/steps_mean": float(batch.step_mask.sum(1).mean()),
+            "throughput/tokens_per_s": tokens / max(rollout_s, 1e-9),
+            "throughput/trajectories_per_s": len(batch) / max(rollout_s, 1e-9),
+        }
+
+    # ----- evaluation and checkpoints -----------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        prompts = [p.prompt for p in self.eval_set]
+        answers = [p.answer for p in self.eval_set]
+        greedy = self.generate(prompts, 1, {"temperature": 0.0})
+        out = {"eval/greedy_accuracy": float(self.verify(greedy.response_text, answers).mean())}
+        if self.cfg.trainer.eval_sampled:
+            sampled = self.generate(prompts, 1, {"temperature": self.cfg.rollout.eval_temperature})
+            out["eval/sampled_accuracy"] = float(self.verify(sampled.response_text, answers).mean())
+        return out
+
+    def save_checkpoint(self, step: int) -> str:
+        final = os.path.join(self.out, "checkpoints", f"step_{step:06d}")
+        tmp = final + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        self.policy.run("save", os.path.join(tmp, "policy"), stage="save_policy")
+        self.prm.run("save", os.path.join(tmp, "prm"), stage="save_prm")
+        with open(os.path.join(tmp, "trainer_state.json"), "w") as f:
+            json.dump({"step": step, "weights_version": self.weights_version}, f)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        return final
+
+    # ----- the loop -------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        tc = self.cfg.trainer
+        evals: list[dict[str, float]] = []
+        start = time.time()
+        first = self.evaluate()
+        evals.append(first)
+        self.logger.log(0, first)
+        bar = tqdm(range(1, tc.total_steps + 1), desc="RL", disable=not tc.progress, dynamic_ncols=True)
+        for step in bar:
+            metrics = self.step(step)
+            if step % tc.eval_every == 0 or step == tc.total_steps:
+                t0 = time.perf_counter()
+                result = self.evaluate()
+                result["timing_s/eval"] = time.perf_counter() - t0
+                evals.append(result)
+                metrics.update(result)
+            if tc.save_every and step % tc.save_every == 0 and step != tc.total_steps:
+                self.save_checkpoint(step)
+            self.logger.log(step, metrics)
+            bar.set_postfix(acc=f"{metrics['reward/rule_mean']:.2f}", td=f"{metrics.get('prm/td_loss', 0):.3f}",
+                            s=f"{metrics['timing_s/step']:.1f}")
+        ckpt = self.save_checkpoint(tc.total_steps)
+        self.logger.close()
+        summary = self.summarize(evals, ckpt, time.time() - start)
+        return summary
+
+    def summarize(self, evals: list[dict[str, float]], ckpt: str, seconds: float) -> dict[str, Any]:
+        last = evals[-2:] if len(evals) > 2 else evals[-1:]
+        summary = {
+            "warm_start_greedy_accuracy": evals[0]["eval/greedy_accuracy"],
+            "final_greedy_accuracy": sum(e["eval/greedy_accuracy"] for e in last) / len(last),
+            "warm_start_sampled_accuracy": evals[0].get("eval/sampled_accuracy"),
+            "final_sampled_accuracy": (sum(e["eval/sampled_accuracy"] for e in last) / len(last)
+                                       if "eval/sampled_accuracy" in evals[0] else None),
+            "eval_problems": len(self.eval_set),
+            "rl_seconds": seconds,
+            "checkpoint": ckpt,
+        }
+        rows = read_metrics(self.logger.path)
+        summary["plot"] = plot_curves(rows, os.path.join(self.out, "curves.png"))
+        with open(os.path.join(self.out, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        fmt = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+        table = format_table([
+            ("held-out problems", str(len(self.eval_set))),
+            ("greedy accuracy, warm start", fmt(summary["warm_start_greedy_accuracy"])),
+            ("greedy accuracy, after RL (mean of last 2 evals)", fmt(summary["final_greedy_accuracy"])),
+            ("sampled accuracy T=1, warm start", fmt(summary["warm_start_sampled_accuracy"])),
+            ("sampled accuracy T=1, after RL (mean of last 2 evals)", fmt(summary["final_sampled_accuracy"])),
+            ("RL wall time (s)", f"{seconds:.0f}"),
+        ], title="tdrm-rl summary")
+        print("\n" + table + f"\n\nmetrics: {self.logger.path}\nplot:    {summary['plot']}\ncheckpoint: {ckpt}\n")
+        return summary

@@ -1,0 +1,216 @@
+"""Embedded multi-step arithmetic task: a start value and a chain of operations.
+
+A problem reads "Start with 12, add 5, multiply by 3, subtract 7.\\n" (the prompt); the
+worked solution does one operation per step, steps separated by "\\n\\n", and ends with
+"The answer is \\boxed{44}". Operations apply left to right (no precedence).
+
+Train and held-out eval problems never overlap: a stable hash of the canonical problem puts
+each problem in exactly one bucket, and each split only ever yields problems of its bucket.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from typing import Any, Optional
+
+DELIMITER = "\n\n"
+OPERATORS = "+-*"
+_OP_WORDS = {"+": "add", "-": "subtract", "*": "multiply by"}
+# One problem in EVAL_BUCKETS / NUM_BUCKETS goes to the held-out split.
+NUM_BUCKETS = 1000
+EVAL_BUCKETS = 100
+_BOXED = "\\boxed{"
+# A verifiable answer longer than this is garbage; checking it would only cost time.
+_MAX_ANSWER_CHARS = 1000
+
+
+@dataclass
+class Problem:
+    """One task instance. `prompt` is the full model input; `solution` the target response."""
+
+    prompt: str
+    answer: str
+    solution: str
+
+
+def canonical_key(start: int, ops: list[tuple[str, int]]) -> str:
+    """Canonical text of a problem, the input to the split hash ("12+5*3-7")."""
+    return str(start) + "".join(f"{op}{x}" for op, x in ops)
+
+
+def is_eval_key(key: str) -> bool:
+    """Stable split: hashlib (not Python's salted hash()) decides the bucket of a problem."""
+    digest = hashlib.sha256(key.encode("ascii")).digest()
+    return int.from_bytes(digest[:8], "big") % NUM_BUCKETS < EVAL_BUCKETS
+
+
+def _apply(value: int, op: str, x: int) -> int:
+    if op == "+":
+        return value + x
+    if op == "-":
+        return value - x
+    return value * x
+
+
+class ArithTask:
+    """Seeded generator and verifier of chained integer arithmetic problems.
+
+    Intermediate values stay in [0, value_max]: an operation is only drawn when some operand
+    in [1, operand_max] keeps the running value in range, so no step needs negative numbers
+    and every step is arithmetic a tiny model can learn.
+    """
+
+    name = "arith"
+
+    def __init__(self, num_ops: int, operand_max: int, operators: str = OPERATORS, seed: int = 0,
+                 value_max: int = 99) -> None:
+        if num_ops < 1:
+            raise ValueError(f"data.num_ops must be >= 1, got {num_ops}")
+        if operand_max < 1:
+            raise ValueError(f"data.operand_max must be >= 1, got {operand_max}")
+        if not operators or set(operators) - set(OPERATORS):
+            raise ValueError(f"data.operators must be a non-empty subset of {OPERATORS!r}, got {operators!r}")
+        if value_max < 2:
+            raise ValueError(f"data.value_max must be >= 2, got {value_max}")
+        self.num_ops = num_ops
+        self.operand_max = operand_max
+        self.operators = "".join(sorted(set(operators), key=OPERATORS.index))
+        self.seed = seed
+        self.value_max = value_max
+        self.delimiter = DELIMITER
+
+    # ----- generation -------------------------------------------------------------------
+
+    def _operand_range(self, value: int, op: str) -> tuple[int, int]:
+        """Inclusive operand range that keeps op(value, x) within [0, value_max]."""
+        if op == "+":
+            return 1, min(self.operand_max, self.value_max - value)
+        if op == "-":
+            return 1, min(self.operand_max, value)
+        if value == 0:
+            return 1, self.operand_max
+        return 1, min(self.operand_max, self.value_max // value)
+
+    def _draw(self, rng: random.Random) -> tuple[int, list[tuple[str, int]]]:
+        start = rng.randint(1, min(self.operand_max, self.value_max))
+        value, ops = start, []
+        for _ in range(self.num_ops):
+            choices = [op for op in self.operators if self._operand_range(value, op)[0] <= self._operand_range(value, op)[1]]
+            if not choices:
+                # Only reachable with operators="+" at the cap; restart keeps every problem full length.
+                return self._draw(rng)
+            op = rng.choice(choices)
+            lo, hi = self._operand_range(value, op)
+            x = rng.randint(lo, hi)
+            ops.append((op, x))
+            value = _apply(value, op, x)
+        return start, ops
+
+    def make_problem(self, start: int, ops: list[tuple[str, int]]) -> Problem:
+        """Render the prompt and the worked solution of a problem."""
+        phrases = [f"{_OP_WORDS[op]} {x}" for op, x in ops]
+        prompt = f"Start with {start}, " + ", ".join(phrases) + ".\n"
+        steps, value = [], start
+        for op, x in ops:
+            new = _apply(value, op, x)
+            steps.append(f"{value} {op} {x} = {new}")
+            value = new
+        steps.append(f"The answer is {_BOXED}{value}}}")
+        return Problem(prompt=prompt, answer=str(value), solution=DELIMITER.join(steps))
+
+    def _sample_bucket(self, n: int, rng: random.Random, want_eval: bool, unique: bool) -> list[Problem]:
+        out: list[Problem] = []
+        seen: set[str] = set()
+        # Bounded rejection sampling: a tiny problem space may hold few (or no) problems of a bucket.
+        budget = 200 * n + 10_000
+        while len(out) < n and budget > 0:
+            budget -= 1
+            start, ops = self._draw(rng)
+            key = canonical_key(start, ops)
+            if is_eval_key(key) != want_eval or (unique and key in seen):
+                continue
+            seen.add(key)
+            out.append(self.make_problem(start, ops))
+        if n > 0 and not out:
+            split = "eval" if want_eval else "train"
+            raise ValueError(f"arith task: no {split} problems found; enlarge data.num_ops / data.operand_max")
+        if len(out) < n:
+            # Problem space smaller than requested: repeat what exists, deterministically.
+            out = [out[i % len(out)] for i in range(n)]
+        return out
+
+    def sample_train(self, n: int, rng: random.Random) -> list[Problem]:
+        """`n` fresh training problems drawn with `rng` (never a held-out problem)."""
+        return self._sample_bucket(n, rng, want_eval=False, unique=False)
+
+    def eval_problems(self, n: int) -> list[Problem]:
+        """The first `n` held-out problems for this seed: distinct where the space allows."""
+        rng = random.Random(f"arith-eval-{self.seed}")
+        return self._sample_bucket(n, rng, want_eval=True, unique=True)
+
+    # ----- verification -----------------------------------------------------------------
+
+    def verify(self, response: Any, answer: Any) -> float:
+        """1.0 if the last \\boxed{...} in `response` equals the integer `answer`, else 0.0."""
+        return verify(response, answer)
+
+
+def _canonical_int(text: str) -> Optional[str]:
+    """Canonical form of an integer literal ("+007" -> "7", "-0" -> "0"), else None.
+
+    Works on the digits as text: int() on a huge literal is quadratic and may raise.
+    """
+    text = text.strip().replace(",", "")
+    while len(text) >= 2 and text[0] == "{" and text[-1] == "}":
+        text = text[1:-1].strip()
+    if text.startswith("$") and text.endswith("$") and len(text) >= 2:
+        text = text[1:-1].strip()
+    if not text or len(text) > _MAX_ANSWER_CHARS:
+        return None
+    sign = ""
+    if text[0] in "+-":
+        sign, text = ("-" if text[0] == "-" else ""), text[1:]
+    if not text or not (text.isascii() and text.isdigit()):
+        return None
+    digits = text.lstrip("0") or "0"
+    return ("" if digits == "0" else sign) + digits
+
+
+def extract_boxed(response: str) -> Optional[str]:
+    """Content of the last \\boxed{...} (braces balanced), or None. Linear time."""
+    start = response.rfind(_BOXED)
+    if start < 0:
+        return None
+    i = start + len(_BOXED)
+    depth = 1
+    for j in range(i, len(response)):
+        c = response[j]
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return response[i:j]
+    return None
+
+
+def verify(response: Any, answer: Any) -> float:
+    """Module-level verifier; never raises, never evaluates text."""
+    try:
+        if isinstance(response, (bytes, bytearray)):
+            response = bytes(response).decode("utf-8", errors="replace")
+        if isinstance(answer, (bytes, bytearray)):
+            answer = bytes(answer).decode("utf-8", errors="replace")
+        if not isinstance(response, str) or answer is None or isinstance(answer, bool):
+            return 0.0
+        ref = _canonical_int(str(answer))
+        if ref is None:
+            return 0.0
+        boxed = extract_boxed(response)
+        if boxed is None:
+            return 0.0
+        return 1.0 if _canonical_int(boxed) == ref else 0.0
+    except Exception:  # a verifier must score garbage as wrong, never crash a rollout
+        return 0.0

@@ -1,0 +1,85 @@
+"""Metrics out: jsonl + TensorBoard every step, a PNG of the curves and a summary table at the end."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+
+class MetricsLogger:
+    def __init__(self, output_dir: str, tensorboard: bool = True) -> None:
+        os.makedirs(output_dir, exist_ok=True)
+        self.path = os.path.join(output_dir, "metrics.jsonl")
+        self.file = open(self.path, "a")
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(os.path.join(output_dir, "tensorboard"))
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        row = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        if self.writer is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
+                    self.writer.add_scalar(k, v, step)
+            self.writer.flush()
+
+    def close(self) -> None:
+        self.file.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _plain(v: Any) -> Any:
+    if hasattr(v, "item"):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def read_metrics(path: str) -> list[dict[str, Any]]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_curves(rows: list[dict[str, Any]], png_path: str) -> str:
+    """Reward and accuracy curves: training reward/accuracy per step, held-out accuracy per evaluation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_train, ax_eval) = plt.subplots(1, 2, figsize=(11, 4))
+    for key, label in (("reward/blended_mean", "blended reward"), ("reward/rule_mean", "train accuracy (sampled)"),
+                       ("prm/td_loss", "PRM TD loss")):
+        pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+        if pts:
+            ax_train.plot(*zip(*pts), label=label)
+    ax_train.set_xlabel("RL step")
+    ax_train.set_title("Training")
+    ax_train.legend()
+    for key, label in (("eval/greedy_accuracy", "held-out greedy"), ("eval/sampled_accuracy", "held-out sampled T=1")):
+        pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+        if pts:
+            ax_eval.plot(*zip(*pts), marker="o", label=label)
+    ax_eval.set_xlabel("RL step")
+    ax_eval.set_ylabel("accuracy")
+    ax_eval.set_title("Held-out evaluation")
+    ax_eval.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+    return png_path
+
+
+def format_table(rows: list[tuple[str, str]], title: str) -> str:
+    width = max(len(k) for k, _ in rows)
+    lines = [title, "-" * (width + 14)]
+    lines += [f"{k:<{width}}  {v:>10}" for k, v in rows]
+    return "\n".join(lines)

@@ -1,0 +1,64 @@
+"""What every role shares: its rank and world, CPU defaults, torch.distributed set-up, timing."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from contextlib import contextmanager
+
+import torch
+
+from tdrm_rl.config import RunConfig
+from tdrm_rl.models import set_cpu_defaults
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class BaseWorker:
+    """A role's process. Plain Python: tests may build one in-process; Ray wraps it as an actor."""
+
+    role = "worker"
+
+    def __init__(self, cfg: RunConfig, rank: int = 0, world_size: int = 1, num_threads: int = 0) -> None:
+        self.cfg = cfg
+        self.rank = rank
+        self.world_size = world_size
+        set_cpu_defaults(num_threads)
+        torch.manual_seed(cfg.trainer.seed + rank)
+        self.log = logging.getLogger(f"tdrm_rl.{self.role}[{rank}]")
+        self.timings: dict[str, float] = {}
+
+    def node_address(self) -> tuple[str, int]:
+        """Rank 0 hands out the rendezvous address for the group's process group."""
+        return "127.0.0.1" if self.world_size == 1 else socket.gethostbyname(socket.gethostname()), free_port()
+
+    def setup_distributed(self, master_addr: str, master_port: int) -> None:
+        """torch.distributed over the group: gloo on CPU, NCCL on GPU (DeepSpeed picks the backend)."""
+        import deepspeed
+
+        os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
+                          WORLD_SIZE=str(self.world_size), LOCAL_RANK="0")
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+
+    @contextmanager
+    def timed(self, name: str):
+        start = time.perf_counter()
+        yield
+        self.timings[name] = time.perf_counter() - start
+
+    def pop_timings(self) -> dict[str, float]:
+        out, self.timings = self.timings, {}
+        return out
+
+    def ready(self) -> bool:
+        return True
+
+    def pid(self) -> int:
+        return os.getpid()

@@ -1,0 +1,68 @@
+"""Ray actor groups: N ranks of one role, created together, called together, bounded in time."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import ray
+
+from tdrm_rl.config import RunConfig
+
+
+class RoleError(RuntimeError):
+    """A remote call failed or timed out; the message names the role and the stage."""
+
+
+def worker_env() -> dict[str, str]:
+    """Environment every actor needs: offline hubs, the per-environment DeepSpeed JIT cache."""
+    keys = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TORCH_EXTENSIONS_DIR", "RAY_USAGE_STATS_ENABLED",
+            "PYTHONPATH", "TDRM_LOG_LEVEL")
+    env = {k: os.environ[k] for k in keys if k in os.environ}
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return env
+
+
+class WorkerGroup:
+    """`world_size` actors of class `cls`. Rank 0 hands out the rendezvous address when distributed."""
+
+    def __init__(self, cls: type, role: str, cfg: RunConfig, world_size: int = 1, num_cpus: float = 0.5,
+                 num_gpus: float = 0.0, distributed: bool = False, **kwargs: Any) -> None:
+        self.role = role
+        self.timeout = cfg.cluster.call_timeout_s
+        remote_cls = ray.remote(cls).options(num_cpus=num_cpus, num_gpus=num_gpus,
+                                             runtime_env={"env_vars": worker_env()})
+        self.actors = [remote_cls.options(name=None).remote(cfg, rank=rank, world_size=world_size, **kwargs)
+                       for rank in range(world_size)]
+        self.get([a.ready.remote() for a in self.actors], stage="start")
+        if distributed:
+            addr, port = self.get(self.actors[0].node_address.remote(), stage="rendezvous")
+            self.run("setup_distributed", addr, port, stage="init_distributed")
+        self.run("setup", stage="setup")
+
+    def get(self, refs: Any, stage: str) -> Any:
+        try:
+            return ray.get(refs, timeout=self.timeout)
+        except ray.exceptions.GetTimeoutError:
+            raise RoleError(f"{self.role}: stage '{stage}' did not finish within {self.timeout:.0f} s "
+                            f"(cluster.call_timeout_s)") from None
+        except ray.exceptions.RayActorError as e:
+            raise RoleError(f"{self.role}: worker died during stage '{stage}': {e}") from None
+        except ray.exceptions.RayTaskError as e:
+            raise RoleError(f"{self.role}: stage '{stage}' failed: {e.cause!r}") from e
+
+    def submit(self, method: str, *args: Any, **kwargs: Any) -> list[ray.ObjectRef]:
+        """Call `method` on every rank; returns the refs to gather later."""
+        return [getattr(a, method).remote(*args, **kwargs) for a in self.actors]
+
+    def run(self, method: str, *args: Any, stage: str | None = None, **kwargs: Any) -> list[Any]:
+        return self.get(self.submit(method, *args, **kwargs), stage=stage or method)
+
+    def run_rank0(self, method: str, *args: Any, stage: str | None = None, **kwargs: Any) -> Any:
+        return self.get(getattr(self.actors[0], method).remote(*args, **kwargs), stage=stage or method)
+
+    def kill(self) -> None:
+        for a in self.actors:
+            ray.kill(a, no_restart=True)

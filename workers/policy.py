@@ -1,0 +1,98 @@
+"""PolicyWorker: the DeepSpeed policy trainer. Logprobs, the clipped policy-gradient update, weights out.
+
+The frozen reference model (for the KL term) shares this process when `policy.kl_coef > 0`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tdrm_rl.algos import get_policy_loss, kl_penalty, masked_mean
+from tdrm_rl.batch import Batch
+from tdrm_rl.config import RunConfig
+from tdrm_rl.logprobs import token_logprobs
+from tdrm_rl.models import load_policy
+from workers.trainer import DeepSpeedWorker, micro_batches_per_step
+
+
+class PolicyWorker(DeepSpeedWorker):
+    role = "policy"
+
+    def __init__(self, cfg: RunConfig, model_path: str, rank: int = 0, world_size: int = 1,
+                 num_threads: int = 0) -> None:
+        super().__init__(cfg, rank, world_size, num_threads)
+        self.model_path = model_path
+        self.reference = None
+
+    def setup(self) -> None:
+        pc, rc = self.cfg.policy, self.cfg.rollout
+        model, self.tokenizer = load_policy(self.model_path, trust_remote_code=self.cfg.model.trust_remote_code)
+        rows_per_rank = rc.prompts_per_step * rc.group_size // (pc.mini_batches * self.world_size)
+        grad_accum = micro_batches_per_step(rows_per_rank, pc.micro_batch_size)
+        self.engine = self.build_engine(model, pc.lr, pc.weight_decay, pc.zero_stage, pc.micro_batch_size,
+                                        grad_accum, pc.grad_clip)
+        self.engine.train()
+        if pc.kl_coef > 0:
+            self.reference, _ = load_policy(self.model_path, trust_remote_code=self.cfg.model.trust_remote_code)
+            self.reference.eval().requires_grad_(False)
+        self.loss_fn = get_policy_loss("ppo_clip")
+
+    @torch.no_grad()
+    def _logprobs(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        parts = [token_logprobs(model, mb.input_ids, mb.attention_mask)
+                 for mb in batch.chunk(self.cfg.policy.micro_batch_size)]
+        width = batch.input_ids.shape[1]
+        return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts]) * batch.response_mask
+
+    def logprobs(self, batch: Batch) -> torch.Tensor:
+        with self.timed("old_logprobs"):
+            return self._logprobs(self.engine.module, batch)
+
+    def ref_logprobs(self, batch: Batch) -> torch.Tensor:
+        with self.timed("ref_logprobs"):
+            return self._logprobs(self.reference, batch)
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        """One pass over the batch in `policy.mini_batches` optimizer steps (PPO-clip, token-mean).
+
+        When `old_logprobs` is absent (one optimizer step per batch), the ratio's denominator is the
+        detached logprob of this very forward pass: ratio = 1 in value, the gradient is the policy
+        gradient. That saves a forward pass on the critical path.
+        """
+        pc = self.cfg.policy
+        with self.timed("policy_update"):
+            shard = batch.select(self.rows_for_rank(len(batch)))
+            order = torch.randperm(len(shard), generator=torch.Generator().manual_seed(len(shard)))
+            sums: dict[str, float] = {}
+            count = 0
+            gap_sum, gap_tokens = 0.0, 0.0
+            for mb_index, mb_rows in enumerate(torch.tensor_split(order, pc.mini_batches)):
+                mini = shard.select(mb_rows)
+                total_tokens = mini.response_mask.sum().clamp(min=1.0)
+                for rows in self.accumulation_chunks(len(mini)):
+                    chunk = mini.select(rows).trim()
+                    logp, entropy = token_logprobs(self.engine, chunk.input_ids, chunk.attention_mask,
+                                                   with_entropy=True)
+                    mask = chunk.response_mask
+                    old = chunk.old_logprobs if chunk.old_logprobs is not None else logp.detach()
+                    loss, stats = self.loss_fn(logp, old, chunk.advantages, mask, pc.clip_low, pc.clip_high)
+                    if chunk.ref_logprobs is not None and pc.kl_coef > 0:
+                        kl = masked_mean(kl_penalty(logp, chunk.ref_logprobs, pc.kl_estimator), mask)
+                        loss = loss + pc.kl_coef * kl
+                        stats["kl"] = kl.detach()
+                    stats["entropy"] = masked_mean(entropy.detach(), mask)
+                    if mb_index == 0 and chunk.rollout_logprobs is not None:
+                        gap_sum += float(((logp.detach() - chunk.rollout_logprobs).abs() * mask).sum())
+                        gap_tokens += float(mask.sum())
+                    weight = mask.sum() / total_tokens
+                    self.engine.backward(loss * weight, scale_wrt_gas=False)
+                    self.engine.step()
+                    for k, v in stats.items():
+                        sums[k] = sums.get(k, 0.0) + float(v)
+                    sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+                    count += 1
+            metrics = {f"policy/{k}": v / max(count, 1) for k, v in sums.items()}
+            metrics["policy/grad_norm"] = self.grad_norm()
+            if gap_tokens:
+                metrics["policy/rollout_logprob_gap"] = gap_sum / gap_tokens
+        return metrics

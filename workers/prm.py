@@ -1,0 +1,100 @@
+"""PRMWorker: the process reward model (critic). Step values in one forward pass; online TD update.
+
+V(s_t) = sigmoid(head logit at the step-end token of step t). Causal attention makes one forward
+pass over the whole trajectory enough for every step.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from tdrm_rl.batch import Batch
+from tdrm_rl.config import RunConfig
+from tdrm_rl.models import load_prm, prm_step_logits
+from tdrm_rl.td import ema_update, lambda_targets, mean_abs_td_error, nstep_targets, prm_td_loss
+from workers.trainer import DeepSpeedWorker, micro_batches_per_step
+
+
+def td_targets(cfg, bootstrap_logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """TD targets y [B, S] from bootstrap values (no gradient) and the verifiable outcome."""
+    values = torch.sigmoid(bootstrap_logits.detach().float())
+    rewards = torch.zeros_like(values)  # intermediate rewards default to 0
+    if cfg.td_mode == "lambda":
+        return lambda_targets(values, rewards, batch.step_mask, batch.outcome, cfg.gamma, cfg.lam)
+    return nstep_targets(values, rewards, batch.step_mask, batch.outcome, cfg.n_step, cfg.gamma)
+
+
+class PRMWorker(DeepSpeedWorker):
+    role = "prm"
+
+    def __init__(self, cfg: RunConfig, model_path: str, init_from_policy: bool = True, rank: int = 0,
+                 world_size: int = 1, num_threads: int = 0) -> None:
+        super().__init__(cfg, rank, world_size, num_threads)
+        self.model_path = model_path
+        self.init_from_policy = init_from_policy
+        self.target = None
+
+    def setup(self) -> None:
+        pc, rc = self.cfg.prm, self.cfg.rollout
+        model, self.tokenizer = load_prm(self.model_path, init_from_policy=self.init_from_policy,
+                                         trust_remote_code=self.cfg.model.trust_remote_code)
+        rows_per_rank = rc.prompts_per_step * rc.group_size // self.world_size
+        grad_accum = micro_batches_per_step(rows_per_rank, pc.micro_batch_size)
+        self.engine = self.build_engine(model, pc.lr, pc.weight_decay, pc.zero_stage, pc.micro_batch_size,
+                                        grad_accum, pc.grad_clip)
+        if pc.bootstrap == "ema":
+            self.target = copy.deepcopy(self.engine.module).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def _step_logits(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        parts = []
+        for mb in batch.chunk(self.cfg.prm.micro_batch_size):
+            mb = mb.trim()
+            parts.append(prm_step_logits(model, mb.input_ids, mb.attention_mask, mb.step_ends, mb.step_mask))
+        return torch.cat(parts)
+
+    def values(self, batch: Batch) -> torch.Tensor:
+        """Step logits [B, S] (sigmoid gives V(s_t)); the driver reads both."""
+        with self.timed("prm_values"):
+            self.engine.eval()
+            return self._step_logits(self.engine.module, batch)
+
+    def td_update(self, batch: Batch) -> dict[str, float]:
+        """Semi-gradient TD: targets from the pre-update values (online) or the EMA copy, then BCE.
+
+        `batch.step_logits` must hold this network's pre-update logits (the driver's PRM-values stage),
+        so the online bootstrap costs no extra forward pass.
+        """
+        pc = self.cfg.prm
+        with self.timed("prm_update"):
+            shard = batch.select(self.rows_for_rank(len(batch)))
+            if self.target is not None:
+                bootstrap = self._step_logits(self.target, shard)
+            else:
+                bootstrap = shard.step_logits
+            targets = td_targets(pc, bootstrap, shard)
+            metrics = {"prm/td_error": float(mean_abs_td_error(torch.sigmoid(shard.step_logits), targets,
+                                                              shard.step_mask)),
+                       "prm/target_mean": float((targets * shard.step_mask).sum() / shard.step_mask.sum().clamp(min=1))}
+            self.engine.train()
+            total_steps = shard.step_mask.sum().clamp(min=1.0)
+            losses = []
+            for _ in range(pc.epochs):
+                for rows in self.accumulation_chunks(len(shard)):
+                    chunk = shard.select(rows)
+                    chunk_targets = targets.index_select(0, rows)
+                    chunk = chunk.trim()
+                    logits = prm_step_logits(self.engine, chunk.input_ids, chunk.attention_mask, chunk.step_ends,
+                                             chunk.step_mask)
+                    loss = prm_td_loss(logits, chunk_targets, chunk.step_mask, pc.terminal_weight)
+                    weight = chunk.step_mask.sum() / total_steps
+                    self.engine.backward(loss * weight, scale_wrt_gas=False)
+                    self.engine.step()
+                    losses.append(float(loss.detach()) * float(weight))
+                if self.target is not None:
+                    ema_update(self.target.parameters(), self.engine.module.parameters(), pc.ema_decay)
+            metrics["prm/td_loss"] = sum(losses) / pc.epochs
+            metrics["prm/grad_norm"] = self.grad_norm()
+        return metrics

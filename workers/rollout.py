@@ -1,0 +1,54 @@
+"""RolloutWorker: holds an inference copy of the policy and samples responses.
+
+Backend interface (the vLLM backend implements the same methods):
+    generate(prompts, n, sampling) -> Generated (token ids, text, per-token logprobs)
+    update_weights(state_dict)      -> loads trainer weights in place
+    logprobs(batch)                 -> [B, L] per-token logprobs under the current weights
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tdrm_rl.batch import Batch
+from tdrm_rl.config import RunConfig
+from tdrm_rl.generation import Generated, generate
+from tdrm_rl.logprobs import token_logprobs
+from tdrm_rl.models import load_policy
+from workers.base import BaseWorker
+
+
+class RolloutWorker(BaseWorker):
+    role = "rollout"
+
+    def __init__(self, cfg: RunConfig, model_path: str, rank: int = 0, world_size: int = 1,
+                 num_threads: int = 0) -> None:
+        super().__init__(cfg, rank, world_size, num_threads)
+        self.model_path = model_path
+        self.weights_version = 0
+
+    def setup(self) -> None:
+        self.model, self.tokenizer = load_policy(self.model_path, trust_remote_code=self.cfg.model.trust_remote_code)
+        self.model.eval()
+
+    def generate(self, prompts: list[str], n: int, sampling: dict) -> Generated:
+        """Sample `n` responses per prompt. `sampling`: temperature, top_p, max_new_tokens."""
+        with self.timed("generate"):
+            return generate(self.model, self.tokenizer, prompts, n,
+                            temperature=sampling.get("temperature", self.cfg.rollout.temperature),
+                            top_p=sampling.get("top_p", self.cfg.rollout.top_p),
+                            max_new_tokens=sampling.get("max_new_tokens", self.cfg.rollout.max_new_tokens),
+                            micro_batch_size=self.cfg.rollout.micro_batch_size)
+
+    def update_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> int:
+        """In-process load of the trainer's weights (CPU path); rejects a partial state dict."""
+        with self.timed("load_weights"):
+            missing, unexpected = self.model.load_state_dict(state_dict, strict=False)
+            if missing or unexpected:
+                raise ValueError(f"rollout: weight sync mismatch, missing={missing[:5]} unexpected={unexpected[:5]}")
+            self.weights_version = version
+        return self.weights_version
+
+    @torch.no_grad()
+    def logprobs(self, batch: Batch) -> torch.Tensor:
+        return token_logprobs(self.model, batch.input_ids, batch.attention_mask) * batch.response_mask
