@@ -119,6 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"tdrm-rl: config error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        from workers.group import RoleError
+
+        if not isinstance(e, RoleError) or os.environ.get("TDRM_LOG_LEVEL") == "DEBUG":
+            raise
+        print(f"tdrm-rl: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("tdrm-rl: interrupted", file=sys.stderr)
         return 130

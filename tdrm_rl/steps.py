@@ -95,14 +95,14 @@ def pad_step_ends(
         mask[b, i] = 1                             for i < T_b, else 0
 
     `offset` is where each response's first token sits in the full (prompt + response) sequence.
-    S = max_steps if given (longer rows keep their first max_steps-1 ends and the final one),
-    else max(1, max_b T_b).
+    With max_steps set, longer rows keep their first max_steps-1 ends and the final one. The
+    width is S = max(1, max_b T_b) after that cut, so S <= max_steps.
 
     Returns (step_ends [B, S] long, step_mask [B, S] float).
     """
     rows = [_keep_max_steps(list(row), max_steps) for row in step_ends]
     B = len(rows)
-    S = max_steps if max_steps is not None else max([1] + [len(r) for r in rows])
+    S = max([1] + [len(r) for r in rows])
     lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)  # T [B]
     flat_ends = torch.tensor([e for r in rows for e in r], dtype=torch.long)  # [sum T]
     row_of = torch.repeat_interleave(torch.arange(B), lengths)  # [sum T]

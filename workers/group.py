@@ -32,9 +32,9 @@ class WorkerGroup:
                  num_gpus: float = 0.0, distributed: bool = False, **kwargs: Any) -> None:
         self.role = role
         self.timeout = cfg.cluster.call_timeout_s
-        remote_cls = ray.remote(cls).options(num_cpus=num_cpus, num_gpus=num_gpus,
-                                             runtime_env={"env_vars": worker_env()})
-        self.actors = [remote_cls.options(name=None).remote(cfg, rank=rank, world_size=world_size, **kwargs)
+        remote_cls = ray.remote(cls)
+        options = dict(num_cpus=num_cpus, num_gpus=num_gpus, runtime_env={"env_vars": worker_env()})
+        self.actors = [remote_cls.options(**options).remote(cfg, rank=rank, world_size=world_size, **kwargs)
                        for rank in range(world_size)]
         self.get([a.ready.remote() for a in self.actors], stage="start")
         if distributed:

@@ -1,8 +1,8 @@
 """Embedded multi-step arithmetic task: a start value and a chain of operations.
 
-A problem reads "Start with 12, add 5, multiply by 3, subtract 7.\\n" (the prompt); the
-worked solution does one operation per step, steps separated by "\\n\\n", and ends with
-"The answer is \\boxed{44}". Operations apply left to right (no precedence).
+A problem reads "Start with 12: +5 *3 -7\\n" (the prompt); the worked solution does one
+operation per step, steps separated by "\\n\\n", and its last step holds the answer:
+"12+5=17\\n\\n17*3=51\\n\\n51-7=44\\n\\n\\boxed{44}". Operations apply left to right.
 
 Train and held-out eval problems never overlap: a stable hash of the canonical problem puts
 each problem in exactly one bucket, and each split only ever yields problems of its bucket.
@@ -17,7 +17,6 @@ from typing import Any, Optional
 
 DELIMITER = "\n\n"
 OPERATORS = "+-*"
-_OP_WORDS = {"+": "add", "-": "subtract", "*": "multiply by"}
 # One problem in EVAL_BUCKETS / NUM_BUCKETS goes to the held-out split.
 NUM_BUCKETS = 1000
 EVAL_BUCKETS = 100
@@ -110,21 +109,22 @@ class ArithTask:
 
     def make_problem(self, start: int, ops: list[tuple[str, int]]) -> Problem:
         """Render the prompt and the worked solution of a problem."""
-        phrases = [f"{_OP_WORDS[op]} {x}" for op, x in ops]
-        prompt = f"Start with {start}, " + ", ".join(phrases) + ".\n"
+        # Compact on purpose: the tokenizer is char-level, so every character costs a forward
+        # position in SFT, in every RL rollout and in every PRM pass.
+        prompt = f"Start with {start}: " + " ".join(f"{op}{x}" for op, x in ops) + "\n"
         steps, value = [], start
         for op, x in ops:
             new = _apply(value, op, x)
-            steps.append(f"{value} {op} {x} = {new}")
+            steps.append(f"{value}{op}{x}={new}")
             value = new
-        steps.append(f"The answer is {_BOXED}{value}}}")
+        steps.append(f"{_BOXED}{value}}}")
         return Problem(prompt=prompt, answer=str(value), solution=DELIMITER.join(steps))
 
     def _sample_bucket(self, n: int, rng: random.Random, want_eval: bool, unique: bool) -> list[Problem]:
         out: list[Problem] = []
         seen: set[str] = set()
         # Bounded rejection sampling: a tiny problem space may hold few (or no) problems of a bucket.
-        budget = 200 * n + 10_000
+        budget = 50 * n + 5_000
         while len(out) < n and budget > 0:
             budget -= 1
             start, ops = self._draw(rng)
@@ -162,12 +162,14 @@ def _canonical_int(text: str) -> Optional[str]:
 
     Works on the digits as text: int() on a huge literal is quadratic and may raise.
     """
+    if len(text) > _MAX_ANSWER_CHARS:  # first, so the work below is bounded
+        return None
     text = text.strip().replace(",", "")
     while len(text) >= 2 and text[0] == "{" and text[-1] == "}":
         text = text[1:-1].strip()
     if text.startswith("$") and text.endswith("$") and len(text) >= 2:
         text = text[1:-1].strip()
-    if not text or len(text) > _MAX_ANSWER_CHARS:
+    if not text:
         return None
     sign = ""
     if text[0] in "+-":

@@ -122,10 +122,13 @@ def test_pad_step_ends_matches_loop_reference(seed):
     assert torch.equal(ends, ref_pad(rows, [5] * len(rows), S)[0])
 
 
-def test_pad_step_ends_max_steps_fixes_width_and_keeps_final_end():
+def test_pad_step_ends_max_steps_cuts_long_rows_but_keeps_final_end():
     ends, mask = pad_step_ends([[1, 4, 6, 9], [2]], offset=[10, 0], max_steps=3)
     assert ends.tolist() == [[11, 14, 19], [2, 0, 0]]
     assert mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    # a generous cap does not widen the batch beyond its longest row
+    ends, mask = pad_step_ends([[1, 4], [2]], max_steps=64)
+    assert ends.shape == (2, 2) and mask.tolist() == [[1, 1], [1, 0]]
 
 
 def test_pad_step_ends_all_empty_rows_and_bad_offset():

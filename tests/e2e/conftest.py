@@ -1,0 +1,30 @@
+import os
+
+import pytest
+
+from tdrm_rl.config import load_config
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+RECIPE = os.path.join(ROOT, "recipes", "grpo_tdrm.yaml")
+
+# Small but real: a short SFT warm start so some answers are right and GRPO groups carry signal.
+TINY = ["sft.steps=150", "data.eval_size=32", "rollout.prompts_per_step=4", "rollout.group_size=4",
+        "policy.micro_batch_size=8", "prm.micro_batch_size=8", "trainer.total_steps=2", "trainer.eval_every=1",
+        "trainer.progress=false"]
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("model-cache"))
+
+
+def tiny_config(tmp_path, cache_dir, *extra):
+    return load_config(RECIPE, TINY + [f"model.cache_dir={cache_dir}", f"trainer.output_dir={tmp_path}/run", *extra])
+
+
+@pytest.fixture(scope="session")
+def tiny_policy(tiny_cache, tmp_path_factory):
+    from tdrm_rl.sft import ensure_policy
+
+    cfg = tiny_config(tmp_path_factory.mktemp("sft"), tiny_cache)
+    return ensure_policy(cfg, progress=False)

@@ -1,0 +1,90 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tdrm_rl.config import ConfigError, load_config
+
+RECIPE = os.path.join(os.path.dirname(__file__), "..", "..", "recipes", "grpo_tdrm.yaml")
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_canonical_recipe_loads_with_paper_defaults():
+    cfg = load_config(RECIPE)
+    assert (cfg.reward.w_rule, cfg.reward.w_prm) == (0.8, 0.2)
+    assert (cfg.prm.n_step, cfg.prm.gamma) == (2, 0.8)
+    assert cfg.algorithm.estimator == "grpo"
+
+
+def test_overrides_are_typed_and_applied():
+    cfg = load_config(RECIPE, ["trainer.total_steps=3", "reward.w_prm=0.5", "prm.update=frozen"])
+    assert cfg.trainer.total_steps == 3 and cfg.reward.w_prm == 0.5 and cfg.prm.update == "frozen"
+
+
+def test_extends_merges_parent_then_child(tmp_path):
+    parent = write(tmp_path, "base.yaml", "trainer:\n  total_steps: 7\nprm:\n  gamma: 0.5\n")
+    child = write(tmp_path, "child.yaml", "extends: base.yaml\nprm:\n  gamma: 0.9\n")
+    cfg = load_config(child)
+    assert cfg.trainer.total_steps == 7 and cfg.prm.gamma == 0.9
+    assert parent
+
+
+@pytest.mark.parametrize("text, key", [
+    ("prm:\n  gama: 0.8\n", "prm.gama"),
+    ("trainer:\n  total_steps: many\n", "trainer.total_steps"),
+    ("rewards:\n  w_rule: 1.0\n", "rewards"),
+])
+def test_recipe_errors_name_the_key_and_file(tmp_path, text, key):
+    path = write(tmp_path, "bad.yaml", text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert key in str(err.value) and "bad.yaml" in str(err.value)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("policy.lrr=1e-5", "policy.lrr"),
+    ("rollout.group_size=eight", "rollout.group_size"),
+    ("prm.update=sometimes", "prm.update"),
+    ("reward.prm_aggregate=median", "reward.prm_aggregate"),
+    ("prm.gamma=1.5", "prm.gamma"),
+    ("model.policy_path=/no/such/model", "model.policy_path"),
+])
+def test_override_errors_name_the_key(override, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(RECIPE, [override])
+    assert key in str(err.value)
+
+
+def test_missing_recipe_and_missing_parent_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        load_config(str(tmp_path / "nope.yaml"))
+    child = write(tmp_path, "child.yaml", "extends: gone.yaml\n")
+    with pytest.raises(ConfigError, match="gone.yaml"):
+        load_config(child)
+
+
+def test_extends_cycle_is_an_error(tmp_path):
+    write(tmp_path, "a.yaml", "extends: b.yaml\n")
+    write(tmp_path, "b.yaml", "extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(str(tmp_path / "a.yaml"))
+
+
+def test_cli_rejects_bad_key_before_any_worker_starts():
+    proc = subprocess.run([sys.executable, "-m", "tdrm_rl.cli", "train", RECIPE, "prm.n_stpe=3"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "prm.n_stpe" in proc.stderr and "Traceback" not in proc.stderr
+    assert "Ray" not in proc.stdout
+
+
+def test_cli_help_explains_every_command():
+    out = subprocess.run([sys.executable, "-m", "tdrm_rl.cli", "--help"], capture_output=True, text=True).stdout
+    for command in ("train", "sft", "config"):
+        assert command in out
