@@ -100,7 +100,7 @@ def load_prm(path: str, init_from_policy: bool, trust_remote_code: bool = False)
     try:
         model = AutoModelForTokenClassification.from_pretrained(
             path, num_labels=1, dtype=torch.float32, use_safetensors=True,
-            trust_remote_code=trust_remote_code, classifier_dropout=0.0)
+            trust_remote_code=trust_remote_code)
     except Exception as e:
         raise ValueError(f"PRM checkpoint {path!r}: cannot load the model: {e}") from e
     # Dropout off everywhere: TD targets and values must come from the same deterministic net.

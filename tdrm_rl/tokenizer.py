@@ -1,9 +1,14 @@
 """Character-level tokenizer for the embedded tiny model.
 
 One token per character of printable ASCII plus "\\n", and the step delimiter "\\n\\n" as a
-single token so that every step ends on exactly one token (the PRM reads its value there).
-Built with the `tokenizers` library and wrapped as a `PreTrainedTokenizerFast`, so it saves
-and loads with the usual HF calls.
+single token, so that every step ends on exactly one token (the PRM reads its value there).
+Wrapped as a `PreTrainedTokenizerFast`: it saves and loads with the usual HF calls.
+
+Why byte-level BPE and not a WordLevel model: on a checkpoint whose config says
+`model_type: qwen2`, transformers' AutoTokenizer ignores the saved pipeline and rebuilds the
+tokenizer as `Qwen2Tokenizer` (byte-level BPE with its own pre-tokenizer) from the saved vocab
+and merges. A vocab of byte-level symbols with the single merge "\\n" + "\\n" -> "\\n\\n" encodes
+text identically under both pipelines, so the checkpoint loads correctly either way.
 """
 
 from __future__ import annotations
@@ -18,24 +23,39 @@ UNK_TOKEN = "<unk>"
 SPECIAL_TOKENS = (PAD_TOKEN, EOS_TOKEN, BOS_TOKEN, UNK_TOKEN)
 DELIMITER = "\n\n"
 
-# Longest match first: "\n\n" must win over two single "\n" tokens.
+# "\n\n" first so that it is one piece (then one merged token) rather than two "\n" pieces.
 _SPLIT_PATTERN = r"\n\n|[\s\S]"
+
+
+def byte_symbol(b: int) -> str:
+    """The byte-level (GPT-2 style) printable symbol of byte `b`."""
+    # Printable Latin-1 bytes stand for themselves; the rest are shifted past 255 in order.
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
+    if b in keep:
+        return chr(b)
+    shifted = [x for x in range(256) if x not in keep]
+    return chr(256 + shifted.index(b))
 
 
 def char_vocab() -> dict[str, int]:
     """The fixed vocabulary: special tokens, the delimiter, "\\n", then printable ASCII."""
-    symbols = list(SPECIAL_TOKENS) + [DELIMITER, "\n"] + [chr(c) for c in range(32, 127)]
+    nl = byte_symbol(ord("\n"))
+    symbols = list(SPECIAL_TOKENS) + [nl + nl, nl] + [byte_symbol(c) for c in range(32, 127)]
     return {s: i for i, s in enumerate(symbols)}
 
 
 def build_char_tokenizer() -> PreTrainedTokenizerFast:
-    """Build the char-level tokenizer; decode(encode(text)) == text for ASCII text."""
-    core = Tokenizer(models.WordLevel(vocab=char_vocab(), unk_token=UNK_TOKEN))
-    # "isolated" keeps every match as its own piece, so no character is ever dropped.
-    core.pre_tokenizer = pre_tokenizers.Split(Regex(_SPLIT_PATTERN), behavior="isolated")
-    # Fuse joins pieces with no separator; the default decoder would insert spaces.
-    core.decoder = decoders.Fuse()
-    tok = PreTrainedTokenizerFast(
+    """Build the char-level tokenizer; decode(encode(text)) == text for printable ASCII + "\\n"."""
+    nl = byte_symbol(ord("\n"))
+    core = Tokenizer(models.BPE(vocab=char_vocab(), merges=[(nl, nl)], unk_token=UNK_TOKEN))
+    core.pre_tokenizer = pre_tokenizers.Sequence([
+        # "isolated" keeps every match as its own piece, so no character is ever dropped.
+        pre_tokenizers.Split(Regex(_SPLIT_PATTERN), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    # Byte-level decoding concatenates with no separator (no inserted spaces).
+    core.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(
         tokenizer_object=core,
         pad_token=PAD_TOKEN,
         eos_token=EOS_TOKEN,
@@ -45,4 +65,3 @@ def build_char_tokenizer() -> PreTrainedTokenizerFast:
         model_max_length=4096,
         padding_side="left",  # generation pads prompts on the left; saved with the tokenizer
     )
-    return tok

@@ -14,6 +14,15 @@ from tdrm_rl.config import RunConfig
 from tdrm_rl.models import set_cpu_defaults
 
 
+def quiet_libraries() -> None:
+    """Actors print with a role prefix; keep library chatter (load reports, shard bars) out of it."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -30,6 +39,7 @@ class BaseWorker:
         self.rank = rank
         self.world_size = world_size
         set_cpu_defaults(num_threads)
+        quiet_libraries()
         torch.manual_seed(cfg.trainer.seed + rank)
         self.log = logging.getLogger(f"tdrm_rl.{self.role}[{rank}]")
         self.timings: dict[str, float] = {}

@@ -85,8 +85,7 @@ class PolicyWorker(DeepSpeedWorker):
                         gap_sum += float(((logp.detach() - chunk.rollout_logprobs).abs() * mask).sum())
                         gap_tokens += float(mask.sum())
                     weight = mask.sum() / total_tokens
-                    self.engine.backward(loss * weight, scale_wrt_gas=False)
-                    self.engine.step()
+                    self.backward_and_step(loss * weight)
                     for k, v in stats.items():
                         sums[k] = sums.get(k, 0.0) + float(v)
                     sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
@@ -95,4 +94,5 @@ class PolicyWorker(DeepSpeedWorker):
             metrics["policy/grad_norm"] = self.grad_norm()
             if gap_tokens:
                 metrics["policy/rollout_logprob_gap"] = gap_sum / gap_tokens
+        metrics.update({f"timing_s/{k}": v for k, v in self.pop_timings().items()})
         return metrics

@@ -90,11 +90,11 @@ class PRMWorker(DeepSpeedWorker):
                                              chunk.step_mask)
                     loss = prm_td_loss(logits, chunk_targets, chunk.step_mask, pc.terminal_weight)
                     weight = chunk.step_mask.sum() / total_steps
-                    self.engine.backward(loss * weight, scale_wrt_gas=False)
-                    self.engine.step()
+                    self.backward_and_step(loss * weight)
                     losses.append(float(loss.detach()) * float(weight))
                 if self.target is not None:
                     ema_update(self.target.parameters(), self.engine.module.parameters(), pc.ema_decay)
             metrics["prm/td_loss"] = sum(losses) / pc.epochs
             metrics["prm/grad_norm"] = self.grad_norm()
+        metrics.update({f"timing_s/{k}": v for k, v in self.pop_timings().items()})
         return metrics

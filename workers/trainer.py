@@ -73,7 +73,18 @@ class DeepSpeedWorker(BaseWorker):
         os.replace(tmp, path)
         return path
 
+    def backward_and_step(self, loss: torch.Tensor) -> None:
+        """Accumulate; at the accumulation boundary record the gradient norm, then step."""
+        self.engine.backward(loss, scale_wrt_gas=False)
+        if self.engine.is_gradient_accumulation_boundary() and self.engine.zero_optimization_stage() == 0:
+            grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
+            self._grad_norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+        self.engine.step()
+
     def grad_norm(self) -> float:
+        """Pre-clip global gradient norm of the last optimizer step."""
+        if self.engine.zero_optimization_stage() == 0:
+            return getattr(self, "_grad_norm", float("nan"))
         norm = self.engine.get_global_grad_norm()
         if norm is None:
             return float("nan")

@@ -1,0 +1,40 @@
+"""The cluster path: `ray start --head` then `ray job submit --working-dir . -- tdrm-rl train ...`."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+from tests.e2e.conftest import ROOT, TINY
+
+BIN = os.path.dirname(sys.executable)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ray_job_submit_against_a_local_head_node(tmp_path, tiny_policy):
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
+    env.pop("RAY_ADDRESS", None)
+    gcs, dashboard = free_port(), free_port()
+    ray = os.path.join(BIN, "ray")
+    subprocess.run([ray, "start", "--head", f"--port={gcs}", f"--dashboard-port={dashboard}", "--num-cpus=2",
+                    "--include-dashboard=true", "--dashboard-host=127.0.0.1", "--disable-usage-stats"],
+                   check=True, env=env, capture_output=True, timeout=180)
+    try:
+        out_dir = tmp_path / "job-run"
+        cmd = [ray, "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", ROOT, "--",
+               os.path.join(BIN, "tdrm-rl"), "train", "recipes/grpo_tdrm.yaml", *TINY,
+               f"model.policy_path={tiny_policy}", f"trainer.output_dir={out_dir}"]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert "succeeded" in proc.stdout
+        rows = [json.loads(line) for line in open(out_dir / "metrics.jsonl")]
+        assert max(r["step"] for r in rows) == 2
+        assert (out_dir / "summary.json").exists()
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
