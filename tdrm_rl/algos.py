@@ -142,6 +142,25 @@ def grpo_advantages(rewards: Tensor, group_ids: Tensor, eps: float = 1e-6) -> Te
     return group_zscore(rewards, group_ids, eps)
 
 
+@register_adv_estimator("drgrpo")
+def drgrpo_advantages(rewards: Tensor, group_ids: Tensor, eps: float = 1e-6) -> Tensor:
+    """GRPO without the std division (Dr. GRPO, Liu et al. 2025):  A_j = R_j - mean_{G(j)} R.
+
+    Dividing by std_G turns tiny reward differences inside a group (e.g. only the PRM term varies
+    because every answer is right) into full-size advantages; centring alone keeps them small.
+    `eps` is unused and kept for a uniform estimator signature.
+    """
+    return rewards.float() - _group_mean(rewards.float(), group_ids)
+
+
+def _group_mean(x: Tensor, group_ids: Tensor) -> Tensor:
+    """mean_{G(j)} x for every element j.  x [B], group_ids [B] -> [B]."""
+    _, group = torch.unique(group_ids, return_inverse=True)
+    zeros = torch.zeros(int(group.max().item()) + 1 if group.numel() else 0, dtype=x.dtype, device=x.device)
+    count = zeros.index_add(0, group, torch.ones_like(x))
+    return (zeros.index_add(0, group, x) / count)[group]
+
+
 def broadcast_sequence_advantages(adv: Tensor, response_mask: Tensor) -> Tensor:
     """Put a per-response advantage on every response token: A[b, t] = adv[b] * response_mask[b, t].
 

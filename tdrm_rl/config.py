@@ -117,7 +117,7 @@ class RewardConfig:
 
 @dataclass
 class AlgorithmConfig:
-    estimator: str = "grpo"
+    estimator: str = "grpo"  # a name in tdrm_rl.algos.ADV_ESTIMATORS (grpo, drgrpo)
     adv_eps: float = 1e-6
 
 
@@ -246,9 +246,14 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         section, name = dotted.split(".")
         if not 0.0 <= getattr(getattr(cfg, section), name) <= 1.0:
             raise ConfigError(f"{source}: key '{dotted}' must be in [0, 1]")
+    from tdrm_rl.algos import ADV_ESTIMATORS
+
+    if cfg.algorithm.estimator not in ADV_ESTIMATORS:
+        raise ConfigError(f"{source}: key 'algorithm.estimator' = {cfg.algorithm.estimator!r}; "
+                          f"expected one of {sorted(ADV_ESTIMATORS)}")
     if not cfg.data.operators or set(cfg.data.operators) - set("+-*"):
         raise ConfigError(f"{source}: key 'data.operators' = {cfg.data.operators!r}; use a subset of '+-*'")
-    if cfg.rollout.group_size < 2 and cfg.algorithm.estimator == "grpo":
+    if cfg.rollout.group_size < 2 and cfg.algorithm.estimator in ("grpo", "drgrpo"):
         raise ConfigError(f"{source}: key 'rollout.group_size' must be >= 2 for GRPO")
     for key, path in (("model.policy_path", cfg.model.policy_path), ("model.prm_path", cfg.model.prm_path)):
         if path is not None and not os.path.exists(path):

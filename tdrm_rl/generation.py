@@ -13,8 +13,9 @@ from typing import Any, Sequence
 import torch
 from transformers import GenerationConfig, PreTrainedTokenizerBase
 
-# An id no vocabulary uses: HF then never sees an EOS, so generation runs to max_new_tokens.
-_NO_EOS = -1
+# No EOS ids at all (None would be refilled from the model's generation config): generation
+# then runs to max_new_tokens.
+_NO_EOS: list[int] = []
 
 
 @dataclass
@@ -51,7 +52,7 @@ def _generation_config(tokenizer: PreTrainedTokenizerBase, temperature: float, t
         num_beams=1,
         max_new_tokens=int(max_new_tokens),
         pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id if stop_at_eos else _NO_EOS,
+        eos_token_id=tokenizer.eos_token_id if stop_at_eos else list(_NO_EOS),
         output_logits=True,
         return_dict_in_generate=True,
         use_cache=True,

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from transformers import (AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer,
                           PreTrainedTokenizerBase, Qwen2Config, Qwen2ForCausalLM)
+from transformers.utils import logging as hf_logging
 
 from .config import ModelConfig
 
@@ -97,12 +98,18 @@ def load_prm(path: str, init_from_policy: bool, trust_remote_code: bool = False)
     """
     _check_checkpoint(path, "PRM")
     tok = _load_tokenizer(path, trust_remote_code, "PRM")
+    verbosity = hf_logging.get_verbosity()
+    if init_from_policy:
+        # From a policy, "lm_head unexpected / score missing" is the plan, not news: keep the log quiet.
+        hf_logging.set_verbosity_error()
     try:
         model = AutoModelForTokenClassification.from_pretrained(
             path, num_labels=1, dtype=torch.float32, use_safetensors=True,
             trust_remote_code=trust_remote_code)
     except Exception as e:
         raise ValueError(f"PRM checkpoint {path!r}: cannot load the model: {e}") from e
+    finally:
+        hf_logging.set_verbosity(verbosity)
     # Dropout off everywhere: TD targets and values must come from the same deterministic net.
     model.config.classifier_dropout = 0.0
     if hasattr(model.config, "attention_dropout"):

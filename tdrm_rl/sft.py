@@ -35,14 +35,20 @@ _MODEL_SHAPE_FIELDS = ("hidden_size", "num_layers", "num_heads", "num_kv_heads",
                        "max_position_embeddings")
 
 
+# Knobs that change only the speed or the final evaluation, not the weights: a new value must
+# not cost a new 2.5-minute warm start.
+_NOT_IN_KEY = {"data": ("eval_size",), "sft": ("torch_threads", "eval_batch_size")}
+
+
 def sft_cache_key(cfg: RunConfig) -> dict[str, Any]:
     """Everything that changes the warm-start weights: data, model shape, SFT knobs."""
+    data = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in _NOT_IN_KEY["data"]}
+    sft = {k: v for k, v in dataclasses.asdict(cfg.sft).items() if k not in _NOT_IN_KEY["sft"]}
     return {
         "version": SFT_CACHE_VERSION,
-        "data": dataclasses.asdict(cfg.data),
+        "data": data,
         "model": {k: getattr(cfg.model, k) for k in _MODEL_SHAPE_FIELDS},
-        "sft": dataclasses.asdict(cfg.sft),
-        "max_new_tokens": cfg.rollout.max_new_tokens,  # the eval in sft_metrics.json uses it
+        "sft": sft,
     }
 
 
@@ -144,13 +150,16 @@ def _is_complete(path: str) -> bool:
 
 
 def ensure_policy(cfg: RunConfig, progress: bool = True) -> str:
-    """The policy path: `model.policy_path` if set, else the cached SFT warm start (built if missing)."""
+    """The policy path: `model.policy_path` if set, else the cached SFT warm start (built if missing).
+
+    The cache path comes back absolute: Ray workers need not share the driver's working directory.
+    """
     if cfg.model.policy_path:
         return cfg.model.policy_path
-    final = sft_cache_dir(cfg)
+    final = os.path.abspath(sft_cache_dir(cfg))
     if _is_complete(final):
         return final
-    parent = os.path.dirname(os.path.abspath(final))
+    parent = os.path.dirname(final)
     os.makedirs(parent, exist_ok=True)
     # Train into a temp dir beside the cache and rename: a crash never leaves a half cache.
     tmp = tempfile.mkdtemp(prefix=".tmp-sft-", dir=parent)

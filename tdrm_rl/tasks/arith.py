@@ -93,19 +93,24 @@ class ArithTask:
         return 1, min(self.operand_max, self.value_max // value)
 
     def _draw(self, rng: random.Random) -> tuple[int, list[tuple[str, int]]]:
-        start = rng.randint(1, min(self.operand_max, self.value_max))
-        value, ops = start, []
-        for _ in range(self.num_ops):
-            choices = [op for op in self.operators if self._operand_range(value, op)[0] <= self._operand_range(value, op)[1]]
-            if not choices:
-                # Only reachable with operators="+" at the cap; restart keeps every problem full length.
-                return self._draw(rng)
-            op = rng.choice(choices)
-            lo, hi = self._operand_range(value, op)
-            x = rng.randint(lo, hi)
-            ops.append((op, x))
-            value = _apply(value, op, x)
-        return start, ops
+        # Dead ends (no operator fits) only happen with "+"-only or "-"-only sets; redraw then,
+        # so every problem has exactly num_ops steps, but give up if it keeps happening.
+        for _ in range(1000):
+            start = rng.randint(1, min(self.operand_max, self.value_max))
+            value, ops = start, []
+            for _ in range(self.num_ops):
+                ranges = {op: self._operand_range(value, op) for op in self.operators}
+                choices = [op for op, (lo, hi) in ranges.items() if lo <= hi]
+                if not choices:
+                    break
+                op = rng.choice(choices)
+                x = rng.randint(*ranges[op])
+                ops.append((op, x))
+                value = _apply(value, op, x)
+            else:
+                return start, ops
+        raise ValueError(f"arith task: cannot chain data.num_ops={self.num_ops} operations {self.operators!r} "
+                         f"within data.value_max={self.value_max}")
 
     def make_problem(self, start: int, ops: list[tuple[str, int]]) -> Problem:
         """Render the prompt and the worked solution of a problem."""

@@ -210,3 +210,13 @@ def test_broadcast_sequence_advantages_puts_adv_on_response_tokens_only():
     response_mask = torch.tensor([[0, 1, 1, 0], [0, 0, 1, 1]])
     got = broadcast_sequence_advantages(adv, response_mask)
     torch.testing.assert_close(got, torch.tensor([[0.0, 2.0, 2.0, 0.0], [0.0, 0.0, -1.0, -1.0]]))
+
+
+def test_drgrpo_centres_within_groups_without_std_scaling():
+    rewards = torch.tensor([1.0, 0.0, 1.0, 0.82, 0.8, 0.8])
+    groups = torch.tensor([3, 3, 3, 7, 7, 7])
+    adv = get_adv_estimator("drgrpo")(rewards, groups)
+    expected = torch.tensor([1 / 3, -2 / 3, 1 / 3, 0.04 / 3, -0.02 / 3, -0.02 / 3])
+    assert torch.allclose(adv, expected, atol=1e-6)
+    # GRPO would blow the 0.02 spread of the second group up to unit scale; Dr. GRPO keeps it small.
+    assert get_adv_estimator("grpo")(rewards, groups)[3] > 1.0

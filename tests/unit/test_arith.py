@@ -143,3 +143,7 @@ def test_get_task_and_errors() -> None:
         ArithTask(3, 20, operators="+/")
     with pytest.raises(ValueError, match="data.num_ops"):
         ArithTask(0, 20)
+    with pytest.raises(ValueError, match="data.value_max"):
+        ArithTask(50, 12, operators="+").eval_problems(1)  # 50 additions cannot stay below 99
+    # "-" alone is fine as long as the chain fits: every problem still has num_ops steps.
+    assert all(p.solution.count("\n\n") == 3 for p in ArithTask(3, 9, operators="-").eval_problems(20))

@@ -88,3 +88,9 @@ def test_cli_help_explains_every_command():
     out = subprocess.run([sys.executable, "-m", "tdrm_rl.cli", "--help"], capture_output=True, text=True).stdout
     for command in ("train", "sft", "config"):
         assert command in out
+
+
+def test_unknown_estimator_names_the_key_and_the_choices():
+    with pytest.raises(ConfigError) as err:
+        load_config(RECIPE, ["algorithm.estimator=ppo2"])
+    assert "algorithm.estimator" in str(err.value) and "grpo" in str(err.value)
