@@ -11,24 +11,12 @@ from tdrm_rl.config import ModelConfig
 from tdrm_rl.generation import Generated, accuracy, generate
 from tdrm_rl.models import build_tiny_policy, position_ids_from_mask
 from tdrm_rl.tasks.arith import ArithTask
-from tdrm_rl.tokenizer import build_char_tokenizer
 
 SMALL = ModelConfig(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64)
 PROMPTS = ["Start with 3: +4\n", "Start with 11: -2 *3\n", "x\n"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is as fast, and it does not collapse when other jobs share the cores."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_char_tokenizer()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
