@@ -7,6 +7,7 @@ errors that name the key and the recipe file.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -174,6 +175,12 @@ CHOICES = {
 }
 
 EXTENDS_KEY = "extends"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def is_hub_id(path: str) -> bool:
+    """`owner/name` that is not a local path: a Hugging Face repo id, resolved through the local HF cache."""
+    return bool(path) and not os.path.exists(path) and HUB_ID.match(path) is not None
 
 
 def _read_recipe(path: str, seen: tuple[str, ...] = ()) -> DictConfig:
@@ -256,7 +263,7 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
     if cfg.rollout.group_size < 2 and cfg.algorithm.estimator in ("grpo", "drgrpo"):
         raise ConfigError(f"{source}: key 'rollout.group_size' must be >= 2 for GRPO")
     for key, path in (("model.policy_path", cfg.model.policy_path), ("model.prm_path", cfg.model.prm_path)):
-        if path is not None and not os.path.exists(path):
+        if path is not None and not os.path.exists(path) and not is_hub_id(path):
             raise ConfigError(f"{source}: key '{key}' names a missing path: {path}")
 
 

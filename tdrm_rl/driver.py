@@ -25,6 +25,7 @@ from tdrm_rl.blend import aggregate_prm, blend_rewards
 from tdrm_rl.collate import TokenTexts, collate
 from tdrm_rl.config import RunConfig, to_yaml
 from tdrm_rl.generation import Generated
+from tdrm_rl.models import resolve_model_path
 from tdrm_rl.prm_metrics import calibration, ranking_accuracy
 from tdrm_rl.tasks import get_task
 from tdrm_rl.td import prm_td_loss, terminal_mask
@@ -63,7 +64,7 @@ class RLTrainer:
         self.task = get_task(cfg.data)
         from transformers import AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(policy_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(policy_path, "policy"))
         self.token_texts = TokenTexts(self.tokenizer)
         self.rng = random.Random(cfg.trainer.seed)
         self.eval_set = self.task.eval_problems(cfg.data.eval_size)
