@@ -270,6 +270,8 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         raise ConfigError(f"{source}: key 'rollout.group_size' must be >= 2 for {cfg.algorithm.estimator}")
     if cfg.policy.dual_clip and cfg.policy.dual_clip <= 1.0:
         raise ConfigError(f"{source}: key 'policy.dual_clip' = {cfg.policy.dual_clip}; use 0 (off) or a value > 1")
+    if cfg.algorithm.dynamic_sampling and cfg.rollout.group_size < 2:
+        raise ConfigError(f"{source}: key 'algorithm.dynamic_sampling' needs rollout.group_size >= 2")
     if cfg.algorithm.max_extra_rounds < 0:
         raise ConfigError(f"{source}: key 'algorithm.max_extra_rounds' must be >= 0")
     for key, path in (("model.policy_path", cfg.model.policy_path), ("model.prm_path", cfg.model.prm_path)):
