@@ -96,11 +96,16 @@ class PolicyConfig:
     clip_high: float = 0.2
     kl_coef: float = 0.0  # k3 KL to the frozen reference; 0 disables the reference
     kl_estimator: str = "k3"
+    kl_mode: str = "loss"  # "loss": kl_coef * KL added to the loss; "reward": -kl_coef * KL folded into token rewards
+    dual_clip: float = 0.0  # dual-clip constant c > 1 bounds the loss of negative-advantage tokens; 0 = off
+    loss_agg: str = "token_mean"  # token_mean | seq_mean_token_sum | seq_mean_token_mean
+    entropy_coef: float = 0.0  # entropy bonus: loss -= entropy_coef * aggregated token entropy
 
 
 @dataclass
 class PRMConfig:
-    update: str = "online"  # "online": TD update every step; "frozen": never updated
+    update: str = "online"  # online: TD update after scoring | online_before: update, then re-score | frozen | every_k
+    update_every: int = 1  # with update=every_k: TD update on steps divisible by this
     lr: float = 5e-4  # the scalar head starts fresh; 1e-4 barely moved the TD loss in 60 steps
     weight_decay: float = 0.0
     grad_clip: float = 1.0
@@ -124,12 +129,17 @@ class RewardConfig:
     prm_aggregate: str = "before_answer"  # before_answer | min | mean | last
     prm_use_logit: bool = True  # blend the logit (paper) or the sigmoid value
     normalize: bool = False  # per-source normalisation within each group before the blend
+    dense: str = "none"  # none | value_diff | value: PRM step rewards at step-end tokens instead of the blend
 
 
 @dataclass
 class AlgorithmConfig:
-    estimator: str = "grpo"  # a name in tdrm_rl.algos.ADV_ESTIMATORS (grpo, drgrpo)
+    estimator: str = "grpo"  # a name in tdrm_rl.algos.ADV_ESTIMATORS (grpo, drgrpo, rloo, reinforce_pp, ppo, ...)
     adv_eps: float = 1e-6
+    gamma: float = 1.0  # discount of PPO's GAE and REINFORCE++ returns (separate from the PRM's TD prm.gamma)
+    lam: float = 0.95  # GAE lambda (ppo)
+    dynamic_sampling: bool = False  # DAPO: drop groups whose verifiable rewards are all equal, refill
+    max_extra_rounds: int = 2  # dynamic sampling: at most this many extra rollout rounds per step
 
 
 @dataclass
@@ -181,11 +191,14 @@ CHOICES = {
     "rollout.backend": ("hf", "vllm"),
     "rollout.weight_sync": ("auto", "inprocess", "reload", "nccl", "ipc"),
     "cluster.placement_strategy": ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
-    "prm.update": ("online", "frozen"),
+    "prm.update": ("online", "online_before", "frozen", "every_k"),
     "prm.td_mode": ("nstep", "lambda"),
     "prm.bootstrap": ("online", "ema"),
     "reward.prm_aggregate": ("before_answer", "min", "mean", "last"),
-    "policy.kl_estimator": ("k1", "k3"),
+    "policy.kl_estimator": ("k1", "k2", "k3"),
+    "policy.kl_mode": ("loss", "reward"),
+    "policy.loss_agg": ("token_mean", "seq_mean_token_sum", "seq_mean_token_mean"),
+    "reward.dense": ("none", "value_diff", "value"),
     "policy.zero_stage": (0, 1, 2, 3),
     "prm.zero_stage": (0, 1, 2, 3),
 }
@@ -260,12 +273,13 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
     positive = ["rollout.group_size", "rollout.prompts_per_step", "rollout.max_new_tokens", "trainer.total_steps",
                 "policy.micro_batch_size", "prm.micro_batch_size", "prm.n_step", "data.num_ops", "data.operand_max",
                 "rollout.num_workers", "policy.mini_batches", "sft.batch_size", "rollout.tensor_parallel_size",
-                "policy.world_size", "prm.world_size"]
+                "policy.world_size", "prm.world_size", "prm.update_every"]
     for dotted in positive:
         section, name = dotted.split(".")
         if getattr(getattr(cfg, section), name) < 1:
             raise ConfigError(f"{source}: key '{dotted}' must be >= 1")
-    unit = ["prm.gamma", "prm.lam", "prm.ema_decay", "rollout.gpu_memory_utilization"]
+    unit = ["prm.gamma", "prm.lam", "prm.ema_decay", "rollout.gpu_memory_utilization", "algorithm.gamma",
+            "algorithm.lam"]
     for dotted in unit:
         section, name = dotted.split(".")
         if not 0.0 <= getattr(getattr(cfg, section), name) <= 1.0:
@@ -277,8 +291,14 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
                           f"expected one of {sorted(ADV_ESTIMATORS)}")
     if not cfg.data.operators or set(cfg.data.operators) - set("+-*"):
         raise ConfigError(f"{source}: key 'data.operators' = {cfg.data.operators!r}; use a subset of '+-*'")
-    if cfg.rollout.group_size < 2 and cfg.algorithm.estimator in ("grpo", "drgrpo"):
-        raise ConfigError(f"{source}: key 'rollout.group_size' must be >= 2 for GRPO")
+    if cfg.rollout.group_size < 2 and cfg.algorithm.estimator in ("grpo", "drgrpo", "rloo", "reinforce_pp_baseline"):
+        raise ConfigError(f"{source}: key 'rollout.group_size' must be >= 2 for {cfg.algorithm.estimator}")
+    if cfg.policy.dual_clip and cfg.policy.dual_clip <= 1.0:
+        raise ConfigError(f"{source}: key 'policy.dual_clip' = {cfg.policy.dual_clip}; use 0 (off) or a value > 1")
+    if cfg.algorithm.dynamic_sampling and cfg.rollout.group_size < 2:
+        raise ConfigError(f"{source}: key 'algorithm.dynamic_sampling' needs rollout.group_size >= 2")
+    if cfg.algorithm.max_extra_rounds < 0:
+        raise ConfigError(f"{source}: key 'algorithm.max_extra_rounds' must be >= 0")
     if cfg.cluster.num_gpus and layout_gpus(cfg) != cfg.cluster.num_gpus:
         raise ConfigError(f"{source}: key 'cluster.num_gpus' = {cfg.cluster.num_gpus}, but the role layout uses "
                           f"{layout_gpus(cfg)} GPUs (rollout.num_workers x rollout.tensor_parallel_size + "

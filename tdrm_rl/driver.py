@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -19,7 +20,7 @@ import ray
 import torch
 from tqdm import tqdm
 
-from tdrm_rl.algos import broadcast_sequence_advantages, get_adv_estimator
+from tdrm_rl.algos import DynamicSampler, advantage_metrics, compute_advantages
 from tdrm_rl.batch import Batch
 from tdrm_rl.blend import aggregate_prm, blend_rewards
 from tdrm_rl.collate import TokenTexts, collate
@@ -126,11 +127,18 @@ class RLTrainer:
         rc = cfg.rollout
         with timer("step"):
             problems = self.task.sample_train(rc.prompts_per_step, self.rng)
-            with timer("rollout"):
-                gen = self.generate([p.prompt for p in problems], rc.group_size, {})
-            with timer("verify"):
+            if cfg.algorithm.dynamic_sampling:
+                with timer("rollout"):
+                    gen, problems, outcome, sampling = self.dynamic_rollout(problems)
                 batch = self.make_batch(gen, problems, rc.group_size)
-                batch.outcome = self.verify(gen.response_text, batch.meta["answer"])
+                batch.outcome = outcome
+            else:
+                sampling = {}
+                with timer("rollout"):
+                    gen = self.generate([p.prompt for p in problems], rc.group_size, {})
+                with timer("verify"):
+                    batch = self.make_batch(gen, problems, rc.group_size)
+                    batch.outcome = self.verify(gen.response_text, batch.meta["answer"])
             with timer("prm_values_and_logprobs"):
                 refs = {"step_logits": self.prm.submit("values", batch)[0]}
                 if cfg.policy.mini_batches > 1:
@@ -140,24 +148,59 @@ class RLTrainer:
                 for name, ref in refs.items():
                     setattr(batch, name, self.prm.get(ref, stage=name) if name == "step_logits"
                             else self.policy.get(ref, stage=name))
+            prm_metrics = None
+            if cfg.prm.update == "online_before":  # the critic learns from this batch before it judges it
+                with timer("prm_update_before"):
+                    prm_metrics = self.prm.get(self.prm.submit("td_update", batch)[0], stage="prm_td_update")
+                    batch.step_logits = self.prm.get(self.prm.submit("values", batch)[0], stage="step_logits")
             with timer("advantages"):
                 batch.rewards, prm_score = self.blend(batch)
-                seq_adv = get_adv_estimator(cfg.algorithm.estimator)(batch.rewards, batch.group_ids,
-                                                                     cfg.algorithm.adv_eps)
-                batch.advantages = broadcast_sequence_advantages(seq_adv, batch.response_mask)
+                estimate, token_rewards = compute_advantages(batch, cfg, batch.rewards)
+                batch.advantages = estimate.advantages
             with timer("update"):
                 policy_ref = self.policy.submit("update", batch)
-                prm_ref = self.prm.submit("td_update", batch) if cfg.prm.update == "online" else None
+                prm_ref = self.prm.submit("td_update", batch) if self.prm_updates_after(step) else None
                 metrics = self.policy.get(policy_ref, stage="policy_update")[0]
                 if prm_ref is not None:
                     metrics.update(self.prm.get(prm_ref, stage="prm_td_update")[0])
+                elif prm_metrics is not None:
+                    metrics.update(prm_metrics)
                 else:
                     metrics.update(self.frozen_td_metrics(batch))
+                metrics["prm/updated"] = float(prm_ref is not None or prm_metrics is not None)
             with timer("weight_sync"):
                 self.sync_weights()
         metrics.update(timer.seconds)
         metrics.update(self.batch_metrics(batch, prm_score, timer.seconds["timing_s/rollout"]))
+        metrics.update(advantage_metrics(estimate, token_rewards, batch.response_mask))
+        metrics.update(sampling)
         return metrics
+
+    def prm_updates_after(self, step: int) -> bool:
+        """Whether the PRM's TD update (the critic update) runs alongside this step's policy update."""
+        pc = self.cfg.prm
+        return pc.update == "online" or (pc.update == "every_k" and step % pc.update_every == 0)
+
+    def dynamic_rollout(self, problems: list) -> tuple[Generated, list, torch.Tensor, dict[str, float]]:
+        """DAPO dynamic sampling: roll out, keep groups whose verifiable rewards differ, refill from
+        fresh prompts for at most `algorithm.max_extra_rounds` extra rounds (see `DynamicSampler`)."""
+        rc, n = self.cfg.rollout, self.cfg.rollout.group_size
+        sampler = DynamicSampler(rc.prompts_per_step, self.cfg.algorithm.max_extra_rounds)
+        while sampler.needs_more():
+            gen = self.generate([p.prompt for p in problems], n, {})
+            answers = [p.answer for p in problems for _ in range(n)]
+            outcome = self.verify(gen.response_text, answers)
+            fields = [f.name for f in dataclasses.fields(Generated)]
+            groups = [(p, Generated(*(getattr(gen, f)[k * n:(k + 1) * n] for f in fields)), outcome[k * n:(k + 1) * n])
+                      for k, p in enumerate(problems)]
+            sampler.add_round(groups, outcome.view(len(problems), n))
+            if sampler.needs_more():
+                problems = self.task.sample_train(sampler.missing(), self.rng)
+        chosen = sampler.result()
+        gen = Generated()
+        for group in chosen:
+            gen.extend(group[1])
+        return gen, [g[0] for g in chosen], torch.cat([g[2] for g in chosen]), sampler.stats()
 
     def frozen_td_metrics(self, batch: Batch) -> dict[str, float]:
         targets = td_targets(self.cfg.prm, batch.step_logits, batch)

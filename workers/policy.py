@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from tdrm_rl.algos import get_policy_loss, kl_penalty, masked_mean
+from tdrm_rl.algos import agg_weight, aggregate_loss, get_policy_loss, kl_penalty, masked_mean
 from tdrm_rl.batch import Batch
 from tdrm_rl.config import RunConfig
 from tdrm_rl.logprobs import token_logprobs
@@ -68,23 +68,27 @@ class PolicyWorker(DeepSpeedWorker):
             gap_sum, gap_tokens = 0.0, 0.0
             for mb_index, mb_rows in enumerate(torch.tensor_split(order, pc.mini_batches)):
                 mini = shard.select(mb_rows)
-                total_tokens = mini.response_mask.sum().clamp(min=1.0)
                 for rows in self.accumulation_chunks(len(mini)):
                     chunk = mini.select(rows).trim()
                     logp, entropy = token_logprobs(self.engine, chunk.input_ids, chunk.attention_mask,
                                                    with_entropy=True)
                     mask = chunk.response_mask
                     old = chunk.old_logprobs if chunk.old_logprobs is not None else logp.detach()
-                    loss, stats = self.loss_fn(logp, old, chunk.advantages, mask, pc.clip_low, pc.clip_high)
+                    loss, stats = self.loss_fn(logp, old, chunk.advantages, mask, pc.clip_low, pc.clip_high,
+                                               pc.dual_clip, pc.loss_agg)
                     if chunk.ref_logprobs is not None and pc.kl_coef > 0:
-                        kl = masked_mean(kl_penalty(logp, chunk.ref_logprobs, pc.kl_estimator), mask)
-                        loss = loss + pc.kl_coef * kl
+                        kl_tokens = kl_penalty(logp, chunk.ref_logprobs, pc.kl_estimator)
+                        kl = aggregate_loss(kl_tokens, mask, pc.loss_agg)
+                        if pc.kl_mode == "loss":  # with kl_mode=reward it is already in the advantages
+                            loss = loss + pc.kl_coef * kl
                         stats["kl"] = kl.detach()
+                    if pc.entropy_coef > 0:  # entropy comes from the same forward pass as logp
+                        loss = loss - pc.entropy_coef * aggregate_loss(entropy, mask, pc.loss_agg)
                     stats["entropy"] = masked_mean(entropy.detach(), mask)
                     if mb_index == 0 and chunk.rollout_logprobs is not None:
                         gap_sum += float(((logp.detach() - chunk.rollout_logprobs).abs() * mask).sum())
                         gap_tokens += float(mask.sum())
-                    weight = mask.sum() / total_tokens
+                    weight = agg_weight(mask, mini.response_mask, pc.loss_agg)
                     self.backward_and_step(loss * weight)
                     for k, v in stats.items():
                         sums[k] = sums.get(k, 0.0) + float(v)

@@ -54,6 +54,12 @@ def test_recipe_errors_name_the_key_and_file(tmp_path, text, key):
     ("reward.prm_aggregate=median", "reward.prm_aggregate"),
     ("prm.gamma=1.5", "prm.gamma"),
     ("model.policy_path=/no/such/model", "model.policy_path"),
+    ("policy.loss_agg=mean", "policy.loss_agg"),
+    ("policy.kl_mode=both", "policy.kl_mode"),
+    ("policy.dual_clip=0.5", "policy.dual_clip"),
+    ("reward.dense=diff", "reward.dense"),
+    ("algorithm.lam=2", "algorithm.lam"),
+    ("prm.update_every=0", "prm.update_every"),
 ])
 def test_override_errors_name_the_key(override, key):
     with pytest.raises(ConfigError) as err:
@@ -102,3 +108,16 @@ def test_hub_ids_validate_but_a_missing_local_name_does_not() -> None:
     assert cfg.model.policy_path == "Qwen/Qwen2.5-0.5B-Instruct"
     with pytest.raises(ConfigError, match="model.prm_path.*missing path: my_prm_checkpoint"):
         load_config(RECIPE, ["model.prm_path=my_prm_checkpoint"])
+
+
+def test_ppo_recipe_extends_the_canonical_one_with_the_prm_as_critic():
+    cfg = load_config(os.path.join(os.path.dirname(RECIPE), "ppo_tdrm.yaml"))
+    assert cfg.algorithm.estimator == "ppo" and (cfg.algorithm.gamma, cfg.algorithm.lam) == (1.0, 0.95)
+    assert (cfg.reward.w_rule, cfg.reward.w_prm) == (1.0, 0.0) and cfg.prm.update == "online"
+    assert cfg.prm.n_step == 2  # inherited
+
+
+def test_group_estimators_need_groups():
+    with pytest.raises(ConfigError, match="'rollout.group_size' must be >= 2 for rloo"):
+        load_config(RECIPE, ["algorithm.estimator=rloo", "rollout.group_size=1"])
+    assert load_config(RECIPE, ["algorithm.estimator=ppo", "rollout.group_size=1"]).rollout.group_size == 1

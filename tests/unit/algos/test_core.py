@@ -5,10 +5,12 @@ import math
 import pytest
 import torch
 
+from tdrm_rl.algos.estimators import grpo_estimator
 from tdrm_rl.algos import (
     ADV_ESTIMATORS,
     POLICY_LOSSES,
     broadcast_sequence_advantages,
+    drgrpo_advantages,
     get_adv_estimator,
     get_policy_loss,
     grpo_advantages,
@@ -66,8 +68,8 @@ def test_grpo_constant_group_gives_exact_zero_despite_rounding():
 
 
 def test_grpo_is_registered_and_unknown_estimator_names_known_ones():
-    assert get_adv_estimator("grpo") is grpo_advantages
-    assert ADV_ESTIMATORS["grpo"] is grpo_advantages
+    assert get_adv_estimator("grpo") is grpo_estimator
+    assert ADV_ESTIMATORS["grpo"] is grpo_estimator
     with pytest.raises(ValueError, match=r"'nope'.*grpo"):
         get_adv_estimator("nope")
     assert get_policy_loss("ppo_clip") is ppo_clip_loss
@@ -78,13 +80,13 @@ def test_grpo_is_registered_and_unknown_estimator_names_known_ones():
 
 def test_registering_a_new_estimator_and_rejecting_a_clash():
     @register_adv_estimator("_test_const")
-    def const(rewards, group_ids):
-        return torch.ones_like(rewards)
+    def const(batch, token_rewards, cfg):
+        return torch.ones_like(token_rewards)
 
     try:
         assert get_adv_estimator("_test_const") is const
         with pytest.raises(ValueError, match="already registered"):
-            register_adv_estimator("_test_const")(lambda r, g: r)
+            register_adv_estimator("_test_const")(lambda b, r, c: r)
     finally:
         del ADV_ESTIMATORS["_test_const"]
 
@@ -215,8 +217,8 @@ def test_broadcast_sequence_advantages_puts_adv_on_response_tokens_only():
 def test_drgrpo_centres_within_groups_without_std_scaling():
     rewards = torch.tensor([1.0, 0.0, 1.0, 0.82, 0.8, 0.8])
     groups = torch.tensor([3, 3, 3, 7, 7, 7])
-    adv = get_adv_estimator("drgrpo")(rewards, groups)
+    adv = drgrpo_advantages(rewards, groups)
     expected = torch.tensor([1 / 3, -2 / 3, 1 / 3, 0.04 / 3, -0.02 / 3, -0.02 / 3])
     assert torch.allclose(adv, expected, atol=1e-6)
     # GRPO would blow the 0.02 spread of the second group up to unit scale; Dr. GRPO keeps it small.
-    assert get_adv_estimator("grpo")(rewards, groups)[3] > 1.0
+    assert grpo_advantages(rewards, groups)[3] > 1.0
