@@ -74,12 +74,45 @@ class DeepSpeedWorker(BaseWorker):
         return path
 
     def backward_and_step(self, loss: torch.Tensor) -> None:
-        """Accumulate; at the accumulation boundary record the gradient norm, then step."""
-        self.engine.backward(loss, scale_wrt_gas=False)
-        if self.engine.is_gradient_accumulation_boundary() and self.engine.zero_optimization_stage() == 0:
+        """Accumulate; at the accumulation boundary record the gradient norm, then step.
+
+        NaN guard: a non-finite loss is not back-propagated, and when the loss or (ZeRO-0) the gradient of
+        the accumulated mini-batch is non-finite, every gradient is dropped before the optimizer step, so
+        torch's optimizer leaves weights and moments untouched. `skipped_updates` counts such steps.
+        """
+        if torch.isfinite(loss.detach()).all():
+            self.engine.backward(loss, scale_wrt_gas=False)
+        else:
+            self._nonfinite = True
+        boundary = self.engine.is_gradient_accumulation_boundary()
+        if boundary and self.engine.zero_optimization_stage() == 0:
             grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
-            self._grad_norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+            self._grad_norm = (float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+                               if grads else float("nan"))
+            if not math.isfinite(self._grad_norm):
+                self._nonfinite = True
+        if boundary and getattr(self, "_nonfinite", False):
+            for p in self.engine.module.parameters():
+                p.grad = None
+            self.skipped_updates = getattr(self, "skipped_updates", 0) + 1
+            self._nonfinite = False
         self.engine.step()
+
+    def pop_skipped_updates(self) -> int:
+        """Optimizer steps skipped by the NaN guard since the last call."""
+        out, self.skipped_updates = getattr(self, "skipped_updates", 0), 0
+        return out
+
+    def save_state(self, path: str) -> None:
+        """Optimizer, scheduler and engine counters (DeepSpeed's own format, every rank writes its shard)."""
+        self.engine.save_checkpoint(path, tag="engine", save_latest=False)
+
+    def load_state(self, path: str) -> None:
+        """Weights, optimizer and scheduler states from `save_state` (a tdrm-rl checkpoint)."""
+        load_path, _ = self.engine.load_checkpoint(path, tag="engine", load_optimizer_states=True,
+                                                   load_lr_scheduler_states=True, load_module_strict=True)
+        if load_path is None:
+            raise FileNotFoundError(f"{self.role}: no engine state under {path}")
 
     def grad_norm(self) -> float:
         """Pre-clip global gradient norm of the last optimizer step."""
