@@ -25,6 +25,18 @@ def deepspeed_config(zero_stage: int, micro_batch_size: int, grad_accum: int, gr
     }
 
 
+class GuardedAdamW(torch.optim.AdamW):
+    """AdamW that can skip its next step: the NaN guard drops an update without touching weights or moments."""
+
+    skip_next = False
+
+    def step(self, closure=None):
+        if self.skip_next:
+            self.skip_next = False
+            return None
+        return super().step(closure)
+
+
 class DeepSpeedWorker(BaseWorker):
     """A role that owns a DeepSpeed engine built around a torch optimizer (no JIT-compiled optimizer)."""
 
@@ -37,7 +49,8 @@ class DeepSpeedWorker(BaseWorker):
         self.grad_accum = grad_accum
         bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.999))
+        optimizer = GuardedAdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.999))
+        self.guarded_optimizer = optimizer
         config = deepspeed_config(zero_stage, micro_batch_size, grad_accum, grad_clip, self.world_size, bf16)
         engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
         return engine
@@ -76,14 +89,13 @@ class DeepSpeedWorker(BaseWorker):
     def backward_and_step(self, loss: torch.Tensor) -> None:
         """Accumulate; at the accumulation boundary record the gradient norm, then step.
 
-        NaN guard: a non-finite loss is not back-propagated, and when the loss or (ZeRO-0) the gradient of
-        the accumulated mini-batch is non-finite, every gradient is dropped before the optimizer step, so
-        torch's optimizer leaves weights and moments untouched. `skipped_updates` counts such steps.
+        NaN guard: when the loss or (ZeRO-0) the gradient of
+        the accumulated mini-batch is non-finite, the optimizer skips this step, leaving weights and moments
+        untouched (DeepSpeed still counts the step and clears the gradients). `skipped_updates` counts them.
         """
-        if torch.isfinite(loss.detach()).all():
-            self.engine.backward(loss, scale_wrt_gas=False)
-        else:
+        if not torch.isfinite(loss.detach()).all():
             self._nonfinite = True
+        self.engine.backward(loss, scale_wrt_gas=False)  # even when non-finite: DeepSpeed's clipping needs grads
         boundary = self.engine.is_gradient_accumulation_boundary()
         if boundary and self.engine.zero_optimization_stage() == 0:
             grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
@@ -92,8 +104,7 @@ class DeepSpeedWorker(BaseWorker):
             if not math.isfinite(self._grad_norm):
                 self._nonfinite = True
         if boundary and getattr(self, "_nonfinite", False):
-            for p in self.engine.module.parameters():
-                p.grad = None
+            self.guarded_optimizer.skip_next = True
             self.skipped_updates = getattr(self, "skipped_updates", 0) + 1
             self._nonfinite = False
         self.engine.step()
