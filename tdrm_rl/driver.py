@@ -296,7 +296,10 @@ class RLTrainer:
     def fit(self) -> dict[str, Any]:
         tc = self.cfg.trainer
         start = time.time()
-        ckpt = resolve_resume(tc.resume, self.out)
+        try:
+            ckpt = resolve_resume(tc.resume, self.out)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         step = self.resume_from(ckpt) if ckpt else 0
         if step == 0:
             first = self.evaluate()
