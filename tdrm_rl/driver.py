@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
-import shutil
 import time
 from contextlib import contextmanager
 from typing import Any
@@ -27,8 +25,8 @@ from tdrm_rl.checkpoint import (capture_rng, latest_checkpoint, load_checkpoint,
                                 restore_rng, write_checkpoint)
 from tdrm_rl.collate import TokenTexts, collate
 from tdrm_rl.config import ConfigError, RunConfig, to_yaml
-from tdrm_rl.health import response_counts
 from tdrm_rl.generation import Generated
+from tdrm_rl.health import response_counts
 from tdrm_rl.prm_metrics import calibration, ranking_accuracy
 from tdrm_rl.sampler import TrainSampler
 from tdrm_rl.stop import RunStopped, StopSignals
