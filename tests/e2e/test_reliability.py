@@ -45,6 +45,14 @@ def tagged_pids(tag: str) -> list[int]:
     return found
 
 
+def cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
 def kill_tagged(tag: str) -> None:
     for pid in tagged_pids(tag):
         try:
@@ -163,6 +171,8 @@ def test_sigterm_writes_a_complete_final_checkpoint_and_leaves_no_worker(tmp_pat
     metrics = tmp_path / "term" / "metrics.jsonl"
     try:
         wait_for(lambda: metrics.exists() and '"step": 1' in metrics.read_text(), 600, run.proc)
+        # The tag reaches Ray's worker processes, so the leftover check below can see them.
+        assert any(b"ray::" in cmdline(pid) for pid in tagged_pids(run.tag))
         run.proc.send_signal(signal.SIGTERM)
         rc, err = run.wait(timeout=300)
     finally:
@@ -247,30 +257,36 @@ def test_degenerate_responses_train_and_are_counted(ray_local, tmp_path, tiny_ca
 
 
 # ----- faults in a running trainer -------------------------------------------------------------------------
-def test_a_killed_rollout_actor_is_restarted_and_the_run_completes(ray_local, tmp_path, tiny_cache, tiny_policy):
-    cfg = tiny_config(tmp_path, tiny_cache, "trainer.total_steps=2", "trainer.eval_every=100", "data.eval_size=4",
-                      "trainer.torch_threads=1", "trainer.tensorboard=false")
+def test_killed_actors_are_restarted_and_the_run_completes(ray_local, tmp_path, tiny_cache, tiny_policy):
+    """The rollout actor dies in step 2 (restart, reload weights, retry the step); the policy actor dies in step 3
+    (restart, the run goes back to the step-2 checkpoint and redoes step 3). All steps complete."""
+    cfg = tiny_config(tmp_path, tiny_cache, "trainer.total_steps=3", "trainer.save_every=1", "trainer.eval_every=100",
+                      "data.eval_size=4", "trainer.torch_threads=1", "trainer.tensorboard=false")
     trainer = RLTrainer(cfg, tiny_policy)
-    victim = trainer.rollout.run_rank0("pid")
-    metrics = os.path.join(cfg.trainer.output_dir, "metrics.jsonl")
+    rollout_pid, policy_pid = trainer.rollout.run_rank0("pid"), trainer.policy.run_rank0("pid")
+    out = cfg.trainer.output_dir
+    metrics = os.path.join(out, "metrics.jsonl")
 
-    def kill_after_step_one():
+    def kill_mid_run():
         wait_for(lambda: os.path.exists(metrics) and '"step": 1' in open(metrics).read(), 600)
-        os.kill(victim, signal.SIGKILL)  # as the OOM killer would
+        os.kill(rollout_pid, signal.SIGKILL)  # as the OOM killer would
+        wait_for(lambda: os.path.exists(os.path.join(out, "checkpoints", "step_000002", COMPLETE)), 600)
+        os.kill(policy_pid, signal.SIGKILL)
 
-    killer = threading.Thread(target=kill_after_step_one, daemon=True)
+    killer = threading.Thread(target=kill_mid_run, daemon=True)
     killer.start()
     try:
         trainer.fit()
         killer.join(timeout=1)
-        rows = metric_rows(cfg.trainer.output_dir)
-        assert sorted(rows) == [0, 1, 2]
-        assert rows[1]["workers/restarts"] == 0 and rows[2]["workers/restarts"] == 1
-        assert trainer.rollout.run_rank0("pid") != victim
-        # The restarted rollout worker holds the trainer's weights again.
-        policy_state = trainer.policy.run_rank0("export_state_dict")
-        assert trainer.rollout.run_rank0("update_weights", policy_state, trainer.weights_version) == \
-            trainer.weights_version
+        rows = metric_rows(out)
+        assert sorted(rows) == [0, 1, 2, 3]
+        assert [rows[s]["workers/restarts"] for s in (1, 2, 3)] == [0, 1, 2]
+        assert trainer.rollout.run_rank0("pid") != rollout_pid and trainer.policy.run_rank0("pid") != policy_pid
+        # The restarted rollout worker generates with the trainer's weights again.
+        problems = trainer.task.eval_problems(2)
+        batch = trainer.make_batch(trainer.generate([p.prompt for p in problems], 2, {}), problems, 2)
+        gap = (trainer.rollout.run_rank0("logprobs", batch) - trainer.policy.run_rank0("logprobs", batch)).abs()
+        assert batch.response_mask.sum() > 0 and gap.max().item() < 1e-4
     finally:
         trainer.shutdown()
 
