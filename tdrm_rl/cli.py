@@ -38,8 +38,10 @@ def init_ray(cfg: RunConfig) -> bool:
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
         return False
+    # Ports and dashboard bind to localhost unless the recipe names another address.
     ray.init(num_cpus=cfg.cluster.num_cpus, include_dashboard=cfg.cluster.include_dashboard,
-             dashboard_host=cfg.cluster.dashboard_host, logging_level=logging.WARNING)
+             dashboard_host=cfg.cluster.dashboard_host, _node_ip_address=cfg.cluster.node_ip_address,
+             logging_level=logging.WARNING)
     return True
 
 
@@ -52,9 +54,14 @@ def cmd_train(cfg: RunConfig) -> int:
     from tdrm_rl.driver import RLTrainer
 
     started = init_ray(cfg)
+    trainer = None
     try:
-        summary = RLTrainer(cfg, policy_path).fit()
+        trainer = RLTrainer(cfg, policy_path)
+        summary = trainer.fit()
     finally:
+        # Leave no worker behind, whatever happened (on a shared cluster only killing them frees them).
+        if trainer is not None:
+            trainer.shutdown()
         if started:
             ray.shutdown()
     return 0 if summary else 1
@@ -119,13 +126,21 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"tdrm-rl: config error: {e}", file=sys.stderr)
         return 2
+    except ValueError as e:
+        from tdrm_rl.tasks.jsonl import DataError
+
+        if not isinstance(e, DataError):
+            raise
+        print(f"tdrm-rl: data error: {e}", file=sys.stderr)
+        return 2
     except RuntimeError as e:
+        from tdrm_rl.stop import RunStopped
         from workers.group import RoleError
 
-        if not isinstance(e, RoleError) or os.environ.get("TDRM_LOG_LEVEL") == "DEBUG":
+        if not isinstance(e, (RoleError, RunStopped)) or os.environ.get("TDRM_LOG_LEVEL") == "DEBUG":
             raise
         print(f"tdrm-rl: {e}", file=sys.stderr)
-        return 1
+        return e.exit_code if isinstance(e, RunStopped) else 1
     except KeyboardInterrupt:
         print("tdrm-rl: interrupted", file=sys.stderr)
         return 130

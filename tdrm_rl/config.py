@@ -30,6 +30,14 @@ class DataConfig:
     eval_size: int = 500  # held-out problems for greedy / sampled evaluation
     step_delimiter: str = "\n\n"
     value_max: int = 99  # every intermediate value stays in [0, value_max]
+    # Train set and epochs. arith: 0 = an endless seeded stream of fresh problems (no epochs), N > 0 = a fixed
+    # pool of N problems, reshuffled every epoch. jsonl: 0 = every row, N > 0 = the first N rows.
+    train_size: int = 0
+    path: Optional[str] = None  # jsonl task: one JSON object per line
+    eval_path: Optional[str] = None  # jsonl task: held-out rows; None = the last data.eval_size rows of data.path
+    prompt_key: str = "prompt"  # jsonl task: field holding the model input
+    answer_key: str = "answer"  # jsonl task: field holding the reference answer
+    on_bad_row: str = "error"  # jsonl task: "error" names the first bad line; "skip" drops and counts bad lines
 
 
 @dataclass
@@ -153,6 +161,13 @@ class TrainerConfig:
     progress: bool = True
     tensorboard: bool = True
     torch_threads: int = 0  # 0 = let each worker pick from its CPU share
+    # Checkpoints and resume (tdrm_rl/checkpoint.py). "auto" = the newest complete checkpoint under
+    # output_dir/checkpoints (a fresh start if there is none), "none" = start fresh, else a checkpoint directory.
+    resume: str = "none"
+    keep_checkpoints: int = 0  # keep only the newest K complete checkpoints; 0 = keep all
+    # NaN guard: an update with a non-finite loss or gradient is skipped and counted; this many in a row stop the
+    # run, keeping the last good checkpoint. (An absurd lr, e.g. prm.lr=1e30, provokes it on purpose.)
+    max_nonfinite_updates: int = 3
 
 
 @dataclass
@@ -170,6 +185,8 @@ class ClusterConfig:
     gpus_per_node: int = 0
     colocate: bool = False  # roles share GPUs (fractional GPUs, vLLM sleep/wake) instead of separate GPUs
     placement_strategy: str = "PACK"  # Ray placement group strategy for each role's bundles
+    max_restarts: int = 3  # dead workers restarted per run (the step in flight is retried), then the run stops
+    node_ip_address: str = "127.0.0.1"  # a local Ray instance binds its ports here; set a real IP to expose them
 
 
 @dataclass
@@ -187,7 +204,8 @@ class RunConfig:
 
 
 CHOICES = {
-    "data.task": ("arith",),
+    "data.task": ("arith", "jsonl"),
+    "data.on_bad_row": ("error", "skip"),
     "rollout.backend": ("hf", "vllm"),
     "rollout.weight_sync": ("auto", "inprocess", "reload", "nccl", "ipc"),
     "cluster.placement_strategy": ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
@@ -303,9 +321,21 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         raise ConfigError(f"{source}: key 'cluster.num_gpus' = {cfg.cluster.num_gpus}, but the role layout uses "
                           f"{layout_gpus(cfg)} GPUs (rollout.num_workers x rollout.tensor_parallel_size + "
                           f"policy.world_size + prm.world_size, or their max with cluster.colocate)")
-    for key, path in (("model.policy_path", cfg.model.policy_path), ("model.prm_path", cfg.model.prm_path)):
-        if path is not None and not os.path.exists(path) and not is_hub_id(path):
+    for key, path in (("model.policy_path", cfg.model.policy_path), ("model.prm_path", cfg.model.prm_path),
+                      ("data.path", cfg.data.path), ("data.eval_path", cfg.data.eval_path)):
+        if path is not None and not os.path.exists(path) and not (key.startswith("model.") and is_hub_id(path)):
             raise ConfigError(f"{source}: key '{key}' names a missing path: {path}")
+    if cfg.data.task == "jsonl" and not cfg.data.path:
+        raise ConfigError(f"{source}: key 'data.path' must name a .jsonl file when data.task=jsonl")
+    for dotted in ("data.train_size", "trainer.keep_checkpoints", "cluster.max_restarts"):
+        section, name = dotted.split(".")
+        if getattr(getattr(cfg, section), name) < 0:
+            raise ConfigError(f"{source}: key '{dotted}' must be >= 0")
+    if cfg.trainer.max_nonfinite_updates < 1:
+        raise ConfigError(f"{source}: key 'trainer.max_nonfinite_updates' must be >= 1")
+    resume = cfg.trainer.resume
+    if resume not in ("auto", "none") and not os.path.isdir(resume):
+        raise ConfigError(f"{source}: key 'trainer.resume' = {resume!r}; expected auto, none or a checkpoint directory")
 
 
 def layout_gpus(cfg: RunConfig) -> int:

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
-import random
-import shutil
 import time
 from contextlib import contextmanager
 from typing import Any
@@ -23,15 +22,21 @@ from tqdm import tqdm
 from tdrm_rl.algos import DynamicSampler, advantage_metrics, compute_advantages
 from tdrm_rl.batch import Batch
 from tdrm_rl.blend import aggregate_prm, blend_rewards
+from tdrm_rl.checkpoint import (capture_rng, latest_checkpoint, load_checkpoint, model_fingerprint, resolve_resume,
+                                restore_rng, write_checkpoint)
 from tdrm_rl.collate import TokenTexts, collate
-from tdrm_rl.config import RunConfig, to_yaml
+from tdrm_rl.config import ConfigError, RunConfig, to_yaml
 from tdrm_rl.generation import Generated
 from tdrm_rl.models import resolve_model_path
+from tdrm_rl.health import response_counts
 from tdrm_rl.prm_metrics import calibration, ranking_accuracy
+from tdrm_rl.sampler import TrainSampler
+from tdrm_rl.stop import RunStopped, StopSignals
 from tdrm_rl.tasks import get_task
 from tdrm_rl.td import prm_td_loss, terminal_mask
+from tdrm_rl.tokenizer import step_delimiter_problem
 from tdrm_rl.tracking import MetricsLogger, format_table, plot_curves, read_metrics
-from workers.group import WorkerGroup
+from workers.group import RoleError, WorkerDied, WorkerGroup
 from workers.policy import PolicyWorker
 from workers.prm import PRMWorker, td_targets
 from workers.rollout import RolloutWorker
@@ -65,9 +70,17 @@ class RLTrainer:
         self.task = get_task(cfg.data)
         from transformers import AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(policy_path, "policy"))
+        self.tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(policy_path, "policy"), trust_remote_code=cfg.model.trust_remote_code)
+        problem = step_delimiter_problem(self.tokenizer, cfg.data.step_delimiter)
+        if problem:  # before any worker starts: without the delimiter there are no steps for the PRM to score
+            raise ConfigError(f"key 'data.step_delimiter' = {cfg.data.step_delimiter!r} does not fit the tokenizer "
+                              f"of {policy_path}: {problem}")
         self.token_texts = TokenTexts(self.tokenizer)
-        self.rng = random.Random(cfg.trainer.seed)
+        self.sampler = TrainSampler(self.task, cfg.data.train_size, cfg.trainer.seed)
+        self.rng = self.sampler.rng
+        # Restarts and NaN-guard counts (checkpointed); the reference model is the initial policy.
+        self.counters = {"restarts": 0, "nonfinite_in_a_row": 0, "nonfinite_total": 0}
+        self.reference_identity = model_fingerprint(policy_path)
         self.eval_set = self.task.eval_problems(cfg.data.eval_size)
         self.out = cfg.trainer.output_dir
         os.makedirs(self.out, exist_ok=True)
@@ -87,6 +100,21 @@ class RLTrainer:
                                distributed=True, model_path=prm_path, init_from_policy=cfg.model.prm_path is None,
                                num_threads=trainer_threads)
         self.weights_version = 0
+
+    def groups(self) -> list[WorkerGroup]:
+        return [self.rollout, self.policy, self.prm]
+
+    def push_weights(self) -> None:
+        """Send the policy's current weights to every rollout worker under the current version."""
+        state_refs = self.policy.submit("export_state_dict")
+        self.rollout.get([a.update_weights.remote(state_refs[0], self.weights_version) for a in self.rollout.actors],
+                         stage="weight_sync")
+
+    def shutdown(self) -> None:
+        """Kill every actor this trainer started (on a shared cluster nothing else would)."""
+        for group in (getattr(self, n, None) for n in ("rollout", "policy", "prm")):
+            if group is not None:
+                group.kill()
 
     # ----- stages -------------------------------------------------------------------------------
     def generate(self, prompts: list[str], n: int, sampling: dict[str, Any]) -> Generated:
@@ -126,7 +154,7 @@ class RLTrainer:
         cfg, timer = self.cfg, StageTimer()
         rc = cfg.rollout
         with timer("step"):
-            problems = self.task.sample_train(rc.prompts_per_step, self.rng)
+            problems = self.sampler.next(rc.prompts_per_step)
             if cfg.algorithm.dynamic_sampling:
                 with timer("rollout"):
                     gen, problems, outcome, sampling = self.dynamic_rollout(problems)
@@ -195,7 +223,7 @@ class RLTrainer:
                       for k, p in enumerate(problems)]
             sampler.add_round(groups, outcome.view(len(problems), n))
             if sampler.needs_more():
-                problems = self.task.sample_train(sampler.missing(), self.rng)
+                problems = self.sampler.next(sampler.missing())
         chosen = sampler.result()
         gen = Generated()
         for group in chosen:
@@ -225,6 +253,7 @@ class RLTrainer:
             "response/steps_mean": float(batch.step_mask.sum(1).mean()),
             "throughput/tokens_per_s": tokens / max(rollout_s, 1e-9),
             "throughput/trajectories_per_s": len(batch) / max(rollout_s, 1e-9),
+            **response_counts(batch.meta["response_text"], self.cfg.data.step_delimiter),
         }
 
     # ----- evaluation and checkpoints -----------------------------------------------------------
@@ -239,42 +268,116 @@ class RLTrainer:
         return out
 
     def save_checkpoint(self, step: int) -> str:
-        final = os.path.join(self.out, "checkpoints", f"step_{step:06d}")
-        tmp = final + ".tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        self.policy.run("save", os.path.join(tmp, "policy"), stage="save_policy")
-        self.prm.run("save", os.path.join(tmp, "prm"), stage="save_prm")
-        with open(os.path.join(tmp, "trainer_state.json"), "w") as f:
-            json.dump({"step": step, "weights_version": self.weights_version}, f)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        return final
+        return write_checkpoint(self, step)
+
+    # ----- faults ---------------------------------------------------------------------------------
+    def recover(self, died: WorkerDied) -> int | None:
+        """Restart the dead role. Rollout: reload the last synced policy weights, retry the step (returns None).
+        Policy / PRM: their state is lost, so the whole run goes back to the newest checkpoint (returns its step).
+        """
+        self.counters["restarts"] += 1
+        limit = self.cfg.cluster.max_restarts
+        if self.counters["restarts"] > limit:
+            raise RoleError(f"{died} (restarts used up: cluster.max_restarts={limit})")
+        group = {g.role: g for g in self.groups()}[died.role]
+        logging.getLogger("tdrm_rl").warning("%s; restarting %s (%d of %d)", died, died.role,
+                                             self.counters["restarts"], limit)
+        group.restart()
+        if died.role == "rollout":
+            self.push_weights()
+            return None
+        ckpt = latest_checkpoint(self.out)
+        if ckpt is None:
+            raise RoleError(f"{died}; no checkpoint to restore {died.role} from (set trainer.save_every)")
+        return self.resume_from(ckpt)
+
+    def resume_from(self, ckpt: str) -> int:
+        """Load a checkpoint into the running workers; drop metrics rows logged after it."""
+        try:
+            step = load_checkpoint(self, ckpt)
+        except (ValueError, FileNotFoundError) as e:
+            raise ConfigError(f"cannot resume from {ckpt}: {e}") from None
+        self.logged = self.logger.truncate(step)
+        return step
+
+    def run_step(self, step: int) -> tuple[dict[str, Any] | None, int | None]:
+        """One step (and its evaluation), retried after a worker death. Returns (metrics, None), or
+        (None, step to continue after) when recovery rewound the run to a checkpoint."""
+        tc = self.cfg.trainer
+        snapshot = self.sampler.state_dict(), capture_rng()
+        while True:
+            try:
+                metrics = self.step(step)
+                if step % tc.eval_every == 0 or step == tc.total_steps:
+                    t0 = time.perf_counter()
+                    metrics.update(self.evaluate())
+                    metrics["timing_s/eval"] = time.perf_counter() - t0
+                return metrics, None
+            except WorkerDied as died:
+                rewound = self.recover(died)
+                if rewound is not None:
+                    return None, rewound
+                self.sampler.load_state_dict(snapshot[0])  # the retried step sees the same problems
+                restore_rng(snapshot[1])
+
+    def nan_guard(self, step: int, metrics: dict[str, Any]) -> bool:
+        """Count steps whose update the workers skipped (non-finite loss or gradient); stop after K in a row."""
+        skipped = metrics.get("policy/skipped_updates", 0) + metrics.get("prm/skipped_updates", 0) > 0
+        self.counters["nonfinite_in_a_row"] = self.counters["nonfinite_in_a_row"] + 1 if skipped else 0
+        self.counters["nonfinite_total"] += int(skipped)
+        metrics["trainer/nonfinite_skips"] = self.counters["nonfinite_total"]
+        limit = self.cfg.trainer.max_nonfinite_updates
+        if self.counters["nonfinite_in_a_row"] >= limit:
+            self.logger.log(step, metrics)
+            raise RunStopped(f"stopped at step {step}: {limit} updates in a row had a non-finite loss or gradient "
+                             f"(trainer.max_nonfinite_updates={limit}); last good checkpoint: "
+                             f"{latest_checkpoint(self.out) or 'none'}")
+        return skipped
 
     # ----- the loop -------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         tc = self.cfg.trainer
-        evals: list[dict[str, float]] = []
         start = time.time()
-        first = self.evaluate()
-        evals.append(first)
-        self.logger.log(0, first)
-        bar = tqdm(range(1, tc.total_steps + 1), desc="RL", disable=not tc.progress, dynamic_ncols=True)
-        for step in bar:
-            metrics = self.step(step)
-            if step % tc.eval_every == 0 or step == tc.total_steps:
-                t0 = time.perf_counter()
-                result = self.evaluate()
-                result["timing_s/eval"] = time.perf_counter() - t0
-                evals.append(result)
-                metrics.update(result)
-            if tc.save_every and step % tc.save_every == 0 and step != tc.total_steps:
-                self.save_checkpoint(step)
-            self.logger.log(step, metrics)
-            bar.set_postfix(acc=f"{metrics['reward/rule_mean']:.2f}", td=f"{metrics.get('prm/td_loss', 0):.3f}",
-                            s=f"{metrics['timing_s/step']:.1f}")
-        ckpt = self.save_checkpoint(tc.total_steps)
+        try:
+            ckpt = resolve_resume(tc.resume, self.out)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        step = self.resume_from(ckpt) if ckpt else 0
+        if step == 0:
+            first = self.evaluate()
+            self.logger.log(0, first)
+            self.logged = [{"step": 0, **first}]
+        saved_at = step if ckpt else -1
+        bar = tqdm(total=tc.total_steps, initial=step, desc="RL", disable=not tc.progress, dynamic_ncols=True)
+        with StopSignals() as stop:
+            while step < tc.total_steps:
+                metrics, rewound = self.run_step(step + 1)
+                if rewound is not None:
+                    step = saved_at = rewound
+                    bar.n = step
+                    continue
+                step += 1
+                metrics["data/epoch"] = self.sampler.epoch
+                metrics["workers/restarts"] = self.counters["restarts"]
+                skipped = self.nan_guard(step, metrics)
+                self.logger.log(step, metrics)
+                self.logged.append({"step": step, **metrics})
+                if tc.save_every and step % tc.save_every == 0 and step != tc.total_steps and not skipped:
+                    self.save_checkpoint(step)
+                    saved_at = step
+                bar.update(1)
+                bar.set_postfix(acc=f"{metrics['reward/rule_mean']:.2f}", td=f"{metrics.get('prm/td_loss', 0):.3f}",
+                                s=f"{metrics['timing_s/step']:.1f}")
+                if stop.requested and step < tc.total_steps:
+                    path = latest_checkpoint(self.out) if saved_at == step else self.save_checkpoint(step)
+                    self.logger.close()
+                    raise RunStopped(f"stopped by {stop.name} after step {step}; resume with trainer.resume=auto "
+                                     f"(checkpoint: {path})", exit_code=128 + stop.requested)
+        bar.close()
+        ckpt = self.save_checkpoint(tc.total_steps) if saved_at != tc.total_steps else latest_checkpoint(self.out)
         self.logger.close()
+        evals = [{k: v for k, v in r.items() if k.startswith("eval/")} for r in self.logged
+                 if r.get("eval/greedy_accuracy") is not None]
         summary = self.summarize(evals, ckpt, time.time() - start)
         return summary
 

@@ -65,3 +65,16 @@ def build_char_tokenizer() -> PreTrainedTokenizerFast:
         model_max_length=4096,
         padding_side="left",  # generation pads prompts on the left; saved with the tokenizer
     )
+
+
+def step_delimiter_problem(tokenizer, delimiter: str) -> str | None:
+    """Why `tokenizer` cannot carry `delimiter` (it must encode without <unk> and decode back), else None."""
+    ids = tokenizer.encode(delimiter, add_special_tokens=False)
+    if not ids:
+        return "it encodes to no tokens"
+    if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
+        return "it encodes to the unknown token"
+    back = tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    if back != delimiter:
+        return f"it decodes back as {back!r}"
+    return None

@@ -29,6 +29,25 @@ class MetricsLogger:
                     self.writer.add_scalar(k, v, step)
             self.writer.flush()
 
+    def truncate(self, last_step: int) -> list[dict[str, Any]]:
+        """Drop rows logged after `last_step` (a resumed run redoes them); returns the rows kept."""
+        self.file.close()
+        rows = []
+        with open(self.path) as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:  # a line cut short by a crash
+                    continue
+                if row["step"] <= last_step:
+                    rows.append(row)
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+        os.replace(tmp, self.path)
+        self.file = open(self.path, "a")
+        return rows
+
     def close(self) -> None:
         self.file.close()
         if self.writer is not None:

@@ -73,6 +73,17 @@ class BaseWorker:
         out, self.timings = self.timings, {}
         return out
 
+    def rng_state(self) -> dict:
+        """Every RNG this process draws from (a checkpoint restores sampling exactly)."""
+        from tdrm_rl.checkpoint import capture_rng
+
+        return capture_rng()
+
+    def set_rng_state(self, state: dict) -> None:
+        from tdrm_rl.checkpoint import restore_rng
+
+        restore_rng(state)
+
     def ready(self) -> bool:
         return True
 

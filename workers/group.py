@@ -14,6 +14,14 @@ class RoleError(RuntimeError):
     """A remote call failed or timed out; the message names the role and the stage."""
 
 
+class WorkerDied(RoleError):
+    """An actor of `role` died (killed, OOM, node lost); the driver may restart the group and retry."""
+
+    def __init__(self, role: str, message: str) -> None:
+        super().__init__(message)
+        self.role = role
+
+
 def worker_env() -> dict[str, str]:
     """Environment every actor needs: offline hubs, the per-environment DeepSpeed JIT cache."""
     keys = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TORCH_EXTENSIONS_DIR", "RAY_USAGE_STATS_ENABLED",
@@ -32,15 +40,32 @@ class WorkerGroup:
                  num_gpus: float = 0.0, distributed: bool = False, **kwargs: Any) -> None:
         self.role = role
         self.timeout = cfg.cluster.call_timeout_s
+        self.restarts = 0
         remote_cls = ray.remote(cls)
         options = dict(num_cpus=num_cpus, num_gpus=num_gpus, runtime_env={"env_vars": worker_env()})
-        self.actors = [remote_cls.options(**options).remote(cfg, rank=rank, world_size=world_size, **kwargs)
-                       for rank in range(world_size)]
+        # Kept so that `restart` builds the very same actors again.
+        self._spawn = lambda: [remote_cls.options(**options).remote(cfg, rank=rank, world_size=world_size, **kwargs)
+                               for rank in range(world_size)]
+        self.distributed = distributed
+        self.actors = self._spawn()
+        self._start()
+
+    def _start(self) -> None:
         self.get([a.ready.remote() for a in self.actors], stage="start")
-        if distributed:
+        if self.distributed:
             addr, port = self.get(self.actors[0].node_address.remote(), stage="rendezvous")
             self.run("setup_distributed", addr, port, stage="init_distributed")
         self.run("setup", stage="setup")
+
+    def restart(self) -> None:
+        """Replace every rank (survivors of a distributed group would wait on the dead one forever).
+
+        The new actors hold the initial weights; the caller loads the state it needs into them.
+        """
+        self.kill()
+        self.restarts += 1
+        self.actors = self._spawn()
+        self._start()
 
     def get(self, refs: Any, stage: str) -> Any:
         try:
@@ -49,7 +74,8 @@ class WorkerGroup:
             raise RoleError(f"{self.role}: stage '{stage}' did not finish within {self.timeout:.0f} s "
                             f"(cluster.call_timeout_s)") from None
         except ray.exceptions.RayActorError as e:
-            raise RoleError(f"{self.role}: worker died during stage '{stage}': {e}") from None
+            cause = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise WorkerDied(self.role, f"{self.role}: worker died during stage '{stage}': {cause}") from None
         except ray.exceptions.RayTaskError as e:
             raise RoleError(f"{self.role}: stage '{stage}' failed: {e.cause!r}") from e
 
@@ -65,4 +91,7 @@ class WorkerGroup:
 
     def kill(self) -> None:
         for a in self.actors:
-            ray.kill(a, no_restart=True)
+            try:
+                ray.kill(a, no_restart=True)
+            except Exception:  # already gone
+                pass

@@ -96,6 +96,7 @@ class PolicyWorker(DeepSpeedWorker):
                     count += 1
             metrics = {f"policy/{k}": v / max(count, 1) for k, v in sums.items()}
             metrics["policy/grad_norm"] = self.grad_norm()
+            metrics["policy/skipped_updates"] = self.pop_skipped_updates()
             if gap_tokens:
                 metrics["policy/rollout_logprob_gap"] = gap_sum / gap_tokens
         metrics.update({f"timing_s/{k}": v for k, v in self.pop_timings().items()})

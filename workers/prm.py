@@ -7,6 +7,7 @@ pass over the whole trajectory enough for every step.
 from __future__ import annotations
 
 import copy
+import os
 
 import torch
 
@@ -46,6 +47,22 @@ class PRMWorker(DeepSpeedWorker):
                                         grad_accum, pc.grad_clip)
         if pc.bootstrap == "ema":
             self.target = copy.deepcopy(self.engine.module).eval().requires_grad_(False)
+
+    def save_state(self, path: str) -> None:
+        """Engine state plus the EMA target (safetensors), if any."""
+        super().save_state(path)
+        if self.target is not None and self.rank == 0:
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in self.target.state_dict().items()},
+                      os.path.join(path, "ema_target.safetensors"))
+
+    def load_state(self, path: str) -> None:
+        super().load_state(path)
+        if self.target is not None:
+            from safetensors.torch import load_file
+
+            self.target.load_state_dict(load_file(os.path.join(path, "ema_target.safetensors")))
 
     @torch.no_grad()
     def _step_logits(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
@@ -96,5 +113,6 @@ class PRMWorker(DeepSpeedWorker):
                     ema_update(self.target.parameters(), self.engine.module.parameters(), pc.ema_decay)
             metrics["prm/td_loss"] = sum(losses) / pc.epochs
             metrics["prm/grad_norm"] = self.grad_norm()
+            metrics["prm/skipped_updates"] = self.pop_skipped_updates()
         metrics.update({f"timing_s/{k}": v for k, v in self.pop_timings().items()})
         return metrics

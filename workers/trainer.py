@@ -25,6 +25,18 @@ def deepspeed_config(zero_stage: int, micro_batch_size: int, grad_accum: int, gr
     }
 
 
+class GuardedAdamW(torch.optim.AdamW):
+    """AdamW that can skip its next step: the NaN guard drops an update without touching weights or moments."""
+
+    skip_next = False
+
+    def step(self, closure=None):
+        if self.skip_next:
+            self.skip_next = False
+            return None
+        return super().step(closure)
+
+
 class DeepSpeedWorker(BaseWorker):
     """A role that owns a DeepSpeed engine built around a torch optimizer (no JIT-compiled optimizer)."""
 
@@ -39,7 +51,8 @@ class DeepSpeedWorker(BaseWorker):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.999))
+        optimizer = GuardedAdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.999))
+        self.guarded_optimizer = optimizer
         config = deepspeed_config(zero_stage, micro_batch_size, grad_accum, grad_clip, self.world_size, bf16)
         engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
         return engine
@@ -76,12 +89,43 @@ class DeepSpeedWorker(BaseWorker):
         return path
 
     def backward_and_step(self, loss: torch.Tensor) -> None:
-        """Accumulate; at the accumulation boundary record the gradient norm, then step."""
-        self.engine.backward(loss, scale_wrt_gas=False)
-        if self.engine.is_gradient_accumulation_boundary() and self.engine.zero_optimization_stage() == 0:
+        """Accumulate; at the accumulation boundary record the gradient norm, then step.
+
+        NaN guard: when the loss or (ZeRO-0) the gradient of
+        the accumulated mini-batch is non-finite, the optimizer skips this step, leaving weights and moments
+        untouched (DeepSpeed still counts the step and clears the gradients). `skipped_updates` counts them.
+        """
+        if not torch.isfinite(loss.detach()).all():
+            self._nonfinite = True
+        self.engine.backward(loss, scale_wrt_gas=False)  # even when non-finite: DeepSpeed's clipping needs grads
+        boundary = self.engine.is_gradient_accumulation_boundary()
+        if boundary and self.engine.zero_optimization_stage() == 0:
             grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
-            self._grad_norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+            self._grad_norm = (float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+                               if grads else float("nan"))
+            if not math.isfinite(self._grad_norm):
+                self._nonfinite = True
+        if boundary and getattr(self, "_nonfinite", False):
+            self.guarded_optimizer.skip_next = True
+            self.skipped_updates = getattr(self, "skipped_updates", 0) + 1
+            self._nonfinite = False
         self.engine.step()
+
+    def pop_skipped_updates(self) -> int:
+        """Optimizer steps skipped by the NaN guard since the last call."""
+        out, self.skipped_updates = getattr(self, "skipped_updates", 0), 0
+        return out
+
+    def save_state(self, path: str) -> None:
+        """Optimizer, scheduler and engine counters (DeepSpeed's own format, every rank writes its shard)."""
+        self.engine.save_checkpoint(path, tag="engine", save_latest=False)
+
+    def load_state(self, path: str) -> None:
+        """Weights, optimizer and scheduler states from `save_state` (a tdrm-rl checkpoint)."""
+        load_path, _ = self.engine.load_checkpoint(path, tag="engine", load_optimizer_states=True,
+                                                   load_lr_scheduler_states=True, load_module_strict=True)
+        if load_path is None:
+            raise FileNotFoundError(f"{self.role}: no engine state under {path}")
 
     def grad_norm(self) -> float:
         """Pre-clip global gradient norm of the last optimizer step."""

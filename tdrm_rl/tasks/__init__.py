@@ -16,4 +16,8 @@ def get_task(cfg: DataConfig) -> ArithTask:
             raise ValueError(f"data.step_delimiter = {cfg.step_delimiter!r}; the arith task uses '\\n\\n'")
         return ArithTask(num_ops=cfg.num_ops, operand_max=cfg.operand_max, operators=cfg.operators,
                          seed=cfg.seed, value_max=cfg.value_max)
-    raise ValueError(f"unknown data.task {cfg.task!r}; available: ['arith']")
+    if cfg.task == "jsonl":
+        from .jsonl import JsonlTask
+
+        return JsonlTask(cfg.path, cfg.eval_path, cfg.prompt_key, cfg.answer_key, cfg.on_bad_row, cfg.eval_size)
+    raise ValueError(f"unknown data.task {cfg.task!r}; available: ['arith', 'jsonl']")

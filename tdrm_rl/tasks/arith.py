@@ -150,6 +150,12 @@ class ArithTask:
         """`n` fresh training problems drawn with `rng` (never a held-out problem)."""
         return self._sample_bucket(n, rng, want_eval=False, unique=False)
 
+    def train_set(self, size: int) -> Optional[list[Problem]]:
+        """A fixed pool of `size` distinct training problems (for epochs), or None (size 0) for the endless stream."""
+        if size == 0:
+            return None
+        return self._sample_bucket(size, random.Random(f"arith-train-{self.seed}"), want_eval=False, unique=True)
+
     def eval_problems(self, n: int) -> list[Problem]:
         """The first `n` held-out problems for this seed: distinct where the space allows."""
         rng = random.Random(f"arith-eval-{self.seed}")

@@ -1,0 +1,192 @@
+"""Checkpoints that resume a run exactly, written so that a crash never leaves one that looks complete.
+
+Layout of `output_dir/checkpoints/step_000012/`:
+
+    policy/, prm/          HF weights (safetensors) + tokenizer: load with from_pretrained
+    policy_engine/, prm_engine/
+                           optimizer, scheduler and engine counters (DeepSpeed checkpoint), plus the PRM's
+                           EMA target (ema_target.safetensors) when prm.bootstrap=ema
+    trainer_state.json     step, weights version, sampler (epoch, position, stream state), every RNG state
+                           (driver and each worker rank), restart / NaN-guard counters, reference identity
+    config.yaml            the resolved config of the run
+    COMPLETE               written last
+
+Everything is written into `step_000012.tmp/`, COMPLETE last, then the folder is renamed: only a
+folder named step_N that holds COMPLETE counts as a checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+from typing import Any, Optional
+
+import torch
+
+COMPLETE = "COMPLETE"
+STATE = "trainer_state.json"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+# ----- RNG state ---------------------------------------------------------------------------------
+def capture_rng() -> dict[str, Any]:
+    """Python, NumPy, torch (and CUDA) RNG states of this process, as JSON-able data."""
+    import numpy as np
+
+    version, internal, gauss = random.getstate()
+    np_state = np.random.get_state()
+    state = {"python": [version, list(internal), gauss],
+             "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+             "torch": torch.get_rng_state().tolist()}
+    if torch.cuda.is_available():
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    import numpy as np
+
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+
+
+# ----- finding and pruning -----------------------------------------------------------------------
+def checkpoint_root(output_dir: str) -> str:
+    return os.path.join(output_dir, "checkpoints")
+
+
+def is_complete(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, COMPLETE)) and os.path.isfile(os.path.join(path, STATE))
+
+
+def complete_checkpoints(output_dir: str) -> list[tuple[int, str]]:
+    """(step, path) of every complete checkpoint, oldest first. Temp folders and incomplete ones are ignored."""
+    root = checkpoint_root(output_dir)
+    if not os.path.isdir(root):
+        return []
+    found = []
+    for name in os.listdir(root):
+        m = _STEP_DIR.match(name)
+        path = os.path.join(root, name)
+        if m and is_complete(path):
+            found.append((int(m.group(1)), path))
+    return sorted(found)
+
+
+def latest_checkpoint(output_dir: str) -> Optional[str]:
+    found = complete_checkpoints(output_dir)
+    return found[-1][1] if found else None
+
+
+def resolve_resume(resume: str, output_dir: str) -> Optional[str]:
+    """The checkpoint `trainer.resume` names: None (fresh start), the newest complete one (auto), or a path."""
+    if resume == "none":
+        return None
+    if resume == "auto":
+        return latest_checkpoint(output_dir)
+    if not is_complete(resume):
+        raise ValueError(f"trainer.resume={resume!r} is not a complete checkpoint (no {COMPLETE} marker)")
+    return resume
+
+
+def prune(output_dir: str, keep: int) -> None:
+    """Remove leftover temp folders, and all but the newest `keep` complete checkpoints (keep=0: keep all)."""
+    root = checkpoint_root(output_dir)
+    for name in os.listdir(root) if os.path.isdir(root) else []:
+        if name.endswith(".tmp"):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+    if keep > 0:
+        for _, path in complete_checkpoints(output_dir)[:-keep]:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+# ----- reference identity ------------------------------------------------------------------------
+def model_fingerprint(path: str) -> dict[str, Any]:
+    """Identity of an HF checkpoint folder: its path and a hash of config.json + weight file names and sizes.
+
+    Hashing file sizes rather than bytes keeps this instant for multi-GB weights.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(path)):
+        full = os.path.join(path, name)
+        if name == "config.json":
+            with open(full, "rb") as f:
+                digest.update(f.read())
+        elif name.endswith(".safetensors"):
+            digest.update(f"{name}:{os.path.getsize(full)}".encode())
+    return {"path": os.path.abspath(path), "sha256": digest.hexdigest()}
+
+
+# ----- writing -----------------------------------------------------------------------------------
+def _fsync_write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_checkpoint(trainer: Any, step: int) -> str:
+    """Write the whole run state of `trainer` (an RLTrainer) for `step`; returns the checkpoint folder."""
+    from tdrm_rl.config import to_yaml
+
+    final = os.path.join(checkpoint_root(trainer.out), f"step_{step:06d}")
+    tmp = final + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    trainer.policy.run("save", os.path.join(tmp, "policy"), stage="save_policy")
+    trainer.prm.run("save", os.path.join(tmp, "prm"), stage="save_prm")
+    trainer.policy.run("save_state", os.path.join(tmp, "policy_engine"), stage="save_policy_state")
+    trainer.prm.run("save_state", os.path.join(tmp, "prm_engine"), stage="save_prm_state")
+    state = {
+        "step": step,
+        "weights_version": trainer.weights_version,
+        "sampler": trainer.sampler.state_dict(),
+        "driver_rng": capture_rng(),
+        "worker_rng": {g.role: g.run("rng_state", stage="save_rng") for g in trainer.groups()},
+        "counters": dict(trainer.counters),
+        "reference": trainer.reference_identity,
+        "replay_buffer": None,  # no replay buffer in this algorithm (on-policy); kept for the format
+    }
+    _fsync_write(os.path.join(tmp, STATE), json.dumps(state))
+    _fsync_write(os.path.join(tmp, "config.yaml"), to_yaml(trainer.cfg))
+    _fsync_write(os.path.join(tmp, COMPLETE), f"step {step}\n")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    prune(trainer.out, trainer.cfg.trainer.keep_checkpoints)
+    return final
+
+
+def read_state(path: str) -> dict[str, Any]:
+    with open(os.path.join(path, STATE)) as f:
+        return json.load(f)
+
+
+def load_checkpoint(trainer: Any, path: str) -> int:
+    """Restore `trainer` (weights, optimizers, sampler, RNGs, counters) from `path`; returns its step."""
+    state = read_state(path)
+    if state["reference"] != trainer.reference_identity:
+        raise ValueError(f"checkpoint {path} was trained against reference {state['reference']['path']}, "
+                         f"this run uses {trainer.reference_identity['path']} (model.policy_path changed)")
+    trainer.policy.run("load_state", os.path.join(path, "policy_engine"), stage="load_policy_state")
+    trainer.prm.run("load_state", os.path.join(path, "prm_engine"), stage="load_prm_state")
+    trainer.weights_version = state["weights_version"]
+    trainer.push_weights()
+    trainer.sampler.load_state_dict(state["sampler"])
+    restore_rng(state["driver_rng"])
+    for group in trainer.groups():
+        ranks = state["worker_rng"][group.role]
+        if len(ranks) != len(group.actors):
+            raise ValueError(f"checkpoint {path}: {group.role} had {len(ranks)} ranks, this run has "
+                             f"{len(group.actors)}")
+        group.get([a.set_rng_state.remote(r) for a, r in zip(group.actors, ranks)], stage="load_rng")
+    trainer.counters.update(state.get("counters", {}))
+    return int(state["step"])
