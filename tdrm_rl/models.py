@@ -144,3 +144,24 @@ def prm_step_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.T
     idx = step_ends.long().clamp(0, token_logits.shape[1] - 1)
     logits = torch.gather(token_logits, 1, idx)
     return torch.where(step_mask.bool(), logits, torch.zeros_like(logits))
+
+
+@torch.no_grad()
+def prm_prefix_step_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                           step_ends: torch.Tensor, step_mask: torch.Tensor) -> torch.Tensor:
+    """Reference for `prm_step_logits`: every step prefix scored ALONE, unpadded, one forward each.
+
+    This is how per-prefix PRM code scores a trajectory (S forward passes per row); it is the
+    ground truth the single pass must match, and the baseline of the scoring benchmark.
+    """
+    out = torch.zeros(step_ends.shape, dtype=torch.float32)
+    for b in range(input_ids.shape[0]):
+        real = attention_mask[b].bool()
+        columns = real.nonzero().squeeze(-1)
+        for k in range(step_ends.shape[1]):
+            if not bool(step_mask[b, k]):
+                continue
+            end = int(step_ends[b, k])
+            prefix = input_ids[b, columns[columns <= end]].unsqueeze(0)
+            out[b, k] = model(input_ids=prefix, use_cache=False).logits[0, -1, 0].float()
+    return out
