@@ -132,6 +132,9 @@ class TrainerConfig:
     progress: bool = True
     tensorboard: bool = True
     torch_threads: int = 0  # 0 = let each worker pick from its CPU share
+    # One-step-off rollout: step k+1's rollout runs while the policy and PRM train on step k; ratios use
+    # the rollout-time logprobs and the data is at most one policy update stale (metric rollout/staleness).
+    async_rollout: bool = False
 
 
 @dataclass
