@@ -15,6 +15,7 @@ from transformers import (AutoModelForCausalLM, AutoModelForTokenClassification,
 from transformers.utils import logging as hf_logging
 
 from .config import ModelConfig
+from .packing import forward_logits
 
 # Std of the fresh PRM head: small, so every initial value is ~sigmoid(0) = 0.5.
 PRM_HEAD_INIT_STD = 1e-3
@@ -137,9 +138,7 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 def prm_step_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                     step_ends: torch.Tensor, step_mask: torch.Tensor) -> torch.Tensor:
     """PRM logits [B, S] at each step-end token, from ONE forward pass; masked steps give 0."""
-    out = model(input_ids=input_ids, attention_mask=attention_mask,
-                position_ids=position_ids_from_mask(attention_mask), use_cache=False)
-    token_logits = out.logits[..., 0]  # [B, L]
+    token_logits = forward_logits(model, input_ids, attention_mask, position_ids_from_mask(attention_mask))[..., 0]
     # Clamp so masked (possibly out-of-range) indices still gather safely; they are zeroed below.
     idx = step_ends.long().clamp(0, token_logits.shape[1] - 1)
     logits = torch.gather(token_logits, 1, idx)
