@@ -168,6 +168,8 @@ def run_async(sync: BenchTrainer, async_: BenchTrainer, quick: bool, trajectorie
                     times[name].append(metrics["timing_s/step"])
                     if name == "async":
                         stale.append(metrics["rollout/staleness"])
+            if trainer.pending is not None:  # the prefetched rollout must not run into the sync block
+                ray.wait(trainer.pending[1], num_returns=len(trainer.pending[1]), timeout=600)
     sync_s, async_s = median(times["sync"]), median(times["async"])
     speedup = sync_s / async_s
     table = Table(f"One-step-off async rollout vs sync ({trajectories} trajectories, alternating blocks)",

@@ -185,7 +185,9 @@ class RLTrainer:
                 self.sync_weights()
         metrics.update(timer.seconds)
         metrics["rollout/staleness"] = staleness
-        metrics.update(self.batch_metrics(batch, prm_score, timer.seconds["timing_s/rollout"]))
+        # Async hides the rollout inside the step: throughput is then per step, not per rollout second.
+        busy = timer.seconds["timing_s/step" if cfg.trainer.async_rollout else "timing_s/rollout"]
+        metrics.update(self.batch_metrics(batch, prm_score, busy))
         return metrics
 
     def frozen_td_metrics(self, batch: Batch) -> dict[str, float]:
