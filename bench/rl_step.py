@@ -46,9 +46,10 @@ class BenchTrainer(RLTrainer):
         self.last_batch = super().make_batch(gen, problems, n)
         return self.last_batch
 
-    def set_shape(self, trajectories: int, max_new_tokens: int) -> None:
+    def set_shape(self, trajectories: int, max_new_tokens: int, fixed_length: bool = False) -> None:
+        """`fixed_length`: every response runs to max_new_tokens (no EOS stop), for the length scaling."""
         self.cfg.rollout.prompts_per_step = max(1, trajectories // self.cfg.rollout.group_size)
-        self.sampling = {"max_new_tokens": max_new_tokens}
+        self.sampling = {"max_new_tokens": max_new_tokens, "stop_at_eos": not fixed_length}
 
     def kill(self) -> None:
         if self.pending is not None:  # an async rollout still queued: let it end before the actors go
@@ -68,9 +69,9 @@ def padding_fraction(batch: Batch, micro_batch_size: int) -> float:
 
 
 def measure(trainer: BenchTrainer, counter: list[int], trajectories: int, max_new_tokens: int,
-            reps: int) -> dict[str, Any]:
+            reps: int, fixed_length: bool = False) -> dict[str, Any]:
     """One warm-up step at this shape, then `reps` steps; per-key medians and a few extras."""
-    trainer.set_shape(trajectories, max_new_tokens)
+    trainer.set_shape(trajectories, max_new_tokens, fixed_length)
     runs = []
     for i in range(reps + 1):
         counter[0] += 1
@@ -119,7 +120,8 @@ def run_sync(trainer: BenchTrainer, quick: bool, max_new_tokens: int) -> tuple[d
     rows = [measure(trainer, counter, n, max_new_tokens, reps) for n in sizes]
     lengths = (32, 64) if quick else (32, 64, 128)
     len_batch = 32 if quick else 64
-    len_rows = [measure(trainer, counter, len_batch, t, reps) for t in lengths]
+    # The tiny policy ends most answers near 30 tokens: without EOS stops the length really varies.
+    len_rows = [measure(trainer, counter, len_batch, t, reps, fixed_length=True) for t in lengths]
     steps = [r["timing_s/step"] for r in rows]
     batch_exp = fit_exponent([r["trajectories"] for r in rows], steps)
     len_exp = fit_exponent([r["response/length_mean"] for r in len_rows], [r["timing_s/step"] for r in len_rows])
@@ -129,7 +131,7 @@ def run_sync(trainer: BenchTrainer, quick: bool, max_new_tokens: int) -> tuple[d
         scaling.add("trajectories/step", r["trajectories"], r["response/length_mean"], r["timing_s/step"],
                     r["trajectories"] / r["timing_s/step"])
     for r in len_rows:
-        scaling.add(f"max_new_tokens ({len_batch} traj)", r["max_new_tokens"], r["response/length_mean"],
+        scaling.add(f"max_new_tokens, no EOS stop ({len_batch} traj)", r["max_new_tokens"], r["response/length_mean"],
                     r["timing_s/step"], r["trajectories"] / r["timing_s/step"])
     scaling.add("fitted exponent: step ~ batch^k", "", "", batch_exp, "")
     scaling.add("fitted exponent: step ~ length^k", "", "", len_exp, "")
