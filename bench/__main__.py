@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     ray.init(num_cpus=8, include_dashboard=False, logging_level="WARNING")
     try:
         sync = build_trainer(policy_path, f"{work}/sync")
+        sync.set_shape(trajectories, max_new)
         sync.step(1)  # first-step warm-up (allocator, DeepSpeed) off the clock
         if "rl" not in skip:
             record("rl_step", rl_step.run_sync(sync, args.quick, max_new))
