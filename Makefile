@@ -11,7 +11,7 @@ export RAY_AUTH_MODE := disabled
 export TOKENIZERS_PARALLELISM := false
 export TORCH_EXTENSIONS_DIR := $(abspath $(VENV))/torch_extensions
 
-.PHONY: setup run sft test test-fast job docker clean help
+.PHONY: setup run sft test test-fast job docker clean help bench setup-bench
 
 help:
 	@echo "make run        set up .venv, then train on the embedded default ($(RECIPE))"
@@ -20,6 +20,7 @@ help:
 	@echo "make job        ray start --head + ray job submit of a 2-step run, then ray stop"
 	@echo "make sft        warm-start the embedded tiny policy (cached)"
 	@echo "make docker     build the GPU image (docker/Dockerfile) as $(IMAGE)"
+	@echo "make bench      benchmarks -> reports/bench.md, reports/bench.json (ARGS=--quick for a short run)"
 
 # torch is installed first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml
@@ -53,6 +54,22 @@ job: setup
 # Needs a Docker daemon (none runs on the CPU dev machines; tests/docker checks the file statically).
 docker:
 	docker build -f docker/Dockerfile -t $(IMAGE) .
+# Benchmarks need `trl` (the TRL comparison); it is not a dependency of the package, so it lives in
+# its own venv layered on $(VENV): a .pth file puts $(VENV)'s packages on its path, pip adds trl.
+BENCH_VENV ?= .venv-bench
+TRL_VERSION ?= 1.16.0
+
+$(BENCH_VENV)/.installed: $(VENV)/.installed
+	python3 -m venv $(BENCH_VENV)
+	$(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" > \
+		$$($(BENCH_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/base-venv.pth
+	$(BENCH_VENV)/bin/python -m pip install -q trl==$(TRL_VERSION)
+	touch $@
+
+setup-bench: $(BENCH_VENV)/.installed
+
+bench: setup-bench
+	PYTHONPATH=$(CURDIR) $(BENCH_VENV)/bin/python -m bench $(ARGS)
 
 clean:
 	rm -rf runs .cache

@@ -168,6 +168,9 @@ class TrainerConfig:
     # NaN guard: an update with a non-finite loss or gradient is skipped and counted; this many in a row stop the
     # run, keeping the last good checkpoint. (An absurd lr, e.g. prm.lr=1e30, provokes it on purpose.)
     max_nonfinite_updates: int = 3
+    # One-step-off rollout: step k+1's rollout runs while the policy and PRM train on step k; ratios use
+    # the rollout-time logprobs and the data is at most one policy update stale (metric rollout/staleness).
+    async_rollout: bool = False
 
 
 @dataclass
@@ -315,6 +318,9 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         raise ConfigError(f"{source}: key 'policy.dual_clip' = {cfg.policy.dual_clip}; use 0 (off) or a value > 1")
     if cfg.algorithm.dynamic_sampling and cfg.rollout.group_size < 2:
         raise ConfigError(f"{source}: key 'algorithm.dynamic_sampling' needs rollout.group_size >= 2")
+    if cfg.trainer.async_rollout and cfg.algorithm.dynamic_sampling:
+        raise ConfigError(f"{source}: keys 'trainer.async_rollout' and 'algorithm.dynamic_sampling' cannot both be on "
+                          "(dynamic sampling decides the next rollout from this one's rewards)")
     if cfg.algorithm.max_extra_rounds < 0:
         raise ConfigError(f"{source}: key 'algorithm.max_extra_rounds' must be >= 0")
     if cfg.cluster.num_gpus and layout_gpus(cfg) != cfg.cluster.num_gpus:

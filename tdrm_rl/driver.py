@@ -61,6 +61,8 @@ def thread_split(cfg: RunConfig) -> tuple[int, int]:
         return cfg.trainer.torch_threads, cfg.trainer.torch_threads
     cores = int(ray.available_resources().get("CPU", os.cpu_count() or 1)) or 1
     cores = max(1, min(cores, os.cpu_count() or 1))
+    if cfg.trainer.async_rollout:  # rollout runs beside the trainers: it gets a trainer's share too
+        return max(1, cores // 2), max(1, cores // 2)
     return cores, max(1, cores // 2)
 
 
@@ -100,6 +102,7 @@ class RLTrainer:
                                distributed=True, model_path=prm_path, init_from_policy=cfg.model.prm_path is None,
                                num_threads=trainer_threads)
         self.weights_version = 0
+        self.pending: tuple | None = None  # async rollout: (problems, refs, weights_version) of the next step
 
     def groups(self) -> list[WorkerGroup]:
         return [self.rollout, self.policy, self.prm]
@@ -118,12 +121,18 @@ class RLTrainer:
 
     # ----- stages -------------------------------------------------------------------------------
     def generate(self, prompts: list[str], n: int, sampling: dict[str, Any]) -> Generated:
-        """Split prompts into contiguous shards, one per rollout worker; concatenate in order."""
+        return self.gather_generated(self.submit_generate(prompts, n, sampling))
+
+    def submit_generate(self, prompts: list[str], n: int, sampling: dict[str, Any]) -> list[ray.ObjectRef]:
+        """Split prompts into contiguous shards, one per rollout worker."""
         workers = self.rollout.actors
         size = -(-len(prompts) // len(workers))
         shards = [prompts[i:i + size] for i in range(0, len(prompts), size)]
-        parts = self.rollout.get([a.generate.remote(s, n, sampling) for a, s in zip(workers, shards)],
-                                 stage="generate")
+        return [a.generate.remote(s, n, sampling) for a, s in zip(workers, shards)]
+
+    def gather_generated(self, refs: list[ray.ObjectRef]) -> Generated:
+        """The shards' results concatenated in order."""
+        parts = self.rollout.get(refs, stage="generate")
         return Generated(*(sum((getattr(p, f) for p in parts), []) for f in
                            ("prompt_ids", "response_ids", "response_text", "response_logprobs")))
 
@@ -149,27 +158,45 @@ class RLTrainer:
         self.rollout.get([a.update_weights.remote(state_refs[0], self.weights_version) for a in self.rollout.actors],
                          stage="weight_sync")
 
+    def submit_rollout(self) -> tuple:
+        """Sample the prompts of a step and start its rollout on the weights the workers hold now."""
+        problems = self.sampler.next(self.cfg.rollout.prompts_per_step)
+        refs = self.submit_generate([p.prompt for p in problems], self.cfg.rollout.group_size, {})
+        return problems, refs, self.weights_version
+
+    def collect(self, step: int) -> tuple[list, Generated, int]:
+        """This step's rollout. Async: the one submitted during the previous step (one step stale), and
+        the next step's is submitted now, so it runs while the policy and PRM train on this one."""
+        problems, refs, version = self.pending or self.submit_rollout()
+        self.pending = None
+        gen = self.gather_generated(refs)
+        if self.cfg.trainer.async_rollout and step < self.cfg.trainer.total_steps:
+            self.pending = self.submit_rollout()
+        return problems, gen, self.weights_version - version
+
     # ----- one RL step --------------------------------------------------------------------------
     def step(self, step: int) -> dict[str, Any]:
         cfg, timer = self.cfg, StageTimer()
         rc = cfg.rollout
         with timer("step"):
-            problems = self.sampler.next(rc.prompts_per_step)
             if cfg.algorithm.dynamic_sampling:
+                staleness = 0
                 with timer("rollout"):
-                    gen, problems, outcome, sampling = self.dynamic_rollout(problems)
+                    gen, problems, outcome, sampling = self.dynamic_rollout(self.sampler.next(rc.prompts_per_step))
                 batch = self.make_batch(gen, problems, rc.group_size)
                 batch.outcome = outcome
             else:
                 sampling = {}
                 with timer("rollout"):
-                    gen = self.generate([p.prompt for p in problems], rc.group_size, {})
+                    problems, gen, staleness = self.collect(step)
                 with timer("verify"):
                     batch = self.make_batch(gen, problems, rc.group_size)
                     batch.outcome = self.verify(gen.response_text, batch.meta["answer"])
             with timer("prm_values_and_logprobs"):
                 refs = {"step_logits": self.prm.submit("values", batch)[0]}
-                if cfg.policy.mini_batches > 1:
+                if cfg.trainer.async_rollout:  # off-policy by a step: ratios against the behaviour policy
+                    batch.old_logprobs = batch.rollout_logprobs
+                elif cfg.policy.mini_batches > 1:
                     refs["old_logprobs"] = self.policy.submit("logprobs", batch)[0]
                 if cfg.policy.kl_coef > 0:
                     refs["ref_logprobs"] = self.policy.submit("ref_logprobs", batch)[0]
@@ -196,10 +223,16 @@ class RLTrainer:
                 else:
                     metrics.update(self.frozen_td_metrics(batch))
                 metrics["prm/updated"] = float(prm_ref is not None or prm_metrics is not None)
+            if self.pending is not None:  # async: the next rollout holds the rollout workers until it ends
+                with timer("rollout_wait"):
+                    ray.wait(self.pending[1], num_returns=len(self.pending[1]), timeout=self.rollout.timeout)
             with timer("weight_sync"):
                 self.sync_weights()
         metrics.update(timer.seconds)
-        metrics.update(self.batch_metrics(batch, prm_score, timer.seconds["timing_s/rollout"]))
+        metrics["rollout/staleness"] = staleness
+        # Async hides the rollout inside the step: throughput is then per step, not per rollout second.
+        busy = timer.seconds["timing_s/step" if cfg.trainer.async_rollout else "timing_s/rollout"]
+        metrics.update(self.batch_metrics(batch, prm_score, busy))
         metrics.update(advantage_metrics(estimate, token_rewards, batch.response_mask))
         metrics.update(sampling)
         return metrics

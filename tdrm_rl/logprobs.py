@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from tdrm_rl.models import position_ids_from_mask
+from tdrm_rl.packing import forward_logits
 
 
 def token_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -14,9 +15,8 @@ def token_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
 
     With `with_entropy`, also returns the entropy of the predictive distribution at each column.
     """
-    out = model(input_ids=input_ids, attention_mask=attention_mask,
-                position_ids=position_ids_from_mask(attention_mask), use_cache=False)
-    logits = out.logits[:, :-1].float()
+    logits = forward_logits(model, input_ids, attention_mask, position_ids_from_mask(attention_mask))
+    logits = logits[:, :-1].float()
     log_probs = F.log_softmax(logits, dim=-1)
     picked = log_probs.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
     picked = F.pad(picked, (1, 0))

@@ -15,6 +15,7 @@ from transformers import (AutoModelForCausalLM, AutoModelForTokenClassification,
 from transformers.utils import logging as hf_logging
 
 from .config import ModelConfig, is_hub_id
+from .packing import forward_logits
 
 # Std of the fresh PRM head: small, so every initial value is ~sigmoid(0) = 0.5.
 PRM_HEAD_INIT_STD = 1e-3
@@ -159,10 +160,29 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 def prm_step_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                     step_ends: torch.Tensor, step_mask: torch.Tensor) -> torch.Tensor:
     """PRM logits [B, S] at each step-end token, from ONE forward pass; masked steps give 0."""
-    out = model(input_ids=input_ids, attention_mask=attention_mask,
-                position_ids=position_ids_from_mask(attention_mask), use_cache=False)
-    token_logits = out.logits[..., 0]  # [B, L]
+    token_logits = forward_logits(model, input_ids, attention_mask, position_ids_from_mask(attention_mask))[..., 0]
     # Clamp so masked (possibly out-of-range) indices still gather safely; they are zeroed below.
     idx = step_ends.long().clamp(0, token_logits.shape[1] - 1)
     logits = torch.gather(token_logits, 1, idx)
     return torch.where(step_mask.bool(), logits, torch.zeros_like(logits))
+
+
+@torch.no_grad()
+def prm_prefix_step_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                           step_ends: torch.Tensor, step_mask: torch.Tensor) -> torch.Tensor:
+    """Reference for `prm_step_logits`: every step prefix scored ALONE, unpadded, one forward each.
+
+    This is how per-prefix PRM code scores a trajectory (S forward passes per row); it is the
+    ground truth the single pass must match, and the baseline of the scoring benchmark.
+    """
+    out = torch.zeros(step_ends.shape, dtype=torch.float32)
+    for b in range(input_ids.shape[0]):
+        real = attention_mask[b].bool()
+        columns = real.nonzero().squeeze(-1)
+        for k in range(step_ends.shape[1]):
+            if not bool(step_mask[b, k]):
+                continue
+            end = int(step_ends[b, k])
+            prefix = input_ids[b, columns[columns <= end]].unsqueeze(0)
+            out[b, k] = model(input_ids=prefix, use_cache=False).logits[0, -1, 0].float()
+    return out

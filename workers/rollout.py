@@ -32,13 +32,14 @@ class RolloutWorker(BaseWorker):
         self.model.eval()
 
     def generate(self, prompts: list[str], n: int, sampling: dict) -> Generated:
-        """Sample `n` responses per prompt. `sampling`: temperature, top_p, max_new_tokens."""
+        """Sample `n` responses per prompt. `sampling`: temperature, top_p, max_new_tokens, stop_at_eos."""
         with self.timed("generate"):
             return generate(self.model, self.tokenizer, prompts, n,
                             temperature=sampling.get("temperature", self.cfg.rollout.temperature),
                             top_p=sampling.get("top_p", self.cfg.rollout.top_p),
                             max_new_tokens=sampling.get("max_new_tokens", self.cfg.rollout.max_new_tokens),
-                            micro_batch_size=self.cfg.rollout.micro_batch_size)
+                            micro_batch_size=self.cfg.rollout.micro_batch_size,
+                            stop_at_eos=sampling.get("stop_at_eos", True))
 
     def update_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> int:
         """In-process load of the trainer's weights (CPU path); rejects a partial state dict."""

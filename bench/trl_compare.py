@@ -1,0 +1,106 @@
+"""TRL's GRPOTrainer vs tdrm-rl (PRM online, PRM off) at the same settings, alternating step by step.
+
+Same tiny policy checkpoint, arithmetic task and verifier, prompts per step, group size, max new
+tokens, one optimizer step per batch (2 micro-batches of 64), no KL, HF generation on CPU. TRL runs
+in this (driver) process on all cores; tdrm-rl runs its Ray actors, idle while TRL steps. After each
+TRL step a callback runs one tdrm-rl step with the PRM online, then one with it off, so the three
+alternate under the same machine load. `trl` lives in the bench venv only (Makefile: .venv-bench).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from typing import Any
+
+from bench.common import Table, median
+from bench.rl_step import BenchTrainer
+
+
+def prm_off(trainer: BenchTrainer, off: bool) -> None:
+    """PRM off: no TD update and no PRM term in the reward (the PRM still scores, as the driver always does)."""
+    trainer.cfg.prm.update = "frozen" if off else "online"
+    trainer.cfg.reward.w_prm, trainer.cfg.reward.w_rule = (0.0, 1.0) if off else (0.2, 0.8)
+
+
+def run(trainer: BenchTrainer, policy_path: str, quick: bool, trajectories: int,
+        max_new_tokens: int) -> tuple[dict[str, Any], list[Table]]:
+    try:
+        import trl
+        from datasets import Dataset
+        from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+        from trl import GRPOConfig, GRPOTrainer
+    except ImportError as e:
+        msg = f"TRL comparison skipped: {e} (run through `make bench`, which installs trl in .venv-bench)"
+        print(msg)
+        return {"skipped": msg, "targets": [{"target": "tdrm-rl (PRM online) >= 1.5x TRL GRPOTrainer "
+                                             "trajectories/s", "measured": "not run (trl missing)", "met": None}]}, []
+
+    group = trainer.cfg.rollout.group_size
+    prompts_per_step = trajectories // group
+    reps = 1 if quick else 3
+    task = trainer.task
+    import random
+
+    problems = task.sample_train(prompts_per_step * (reps + 2), random.Random(1))
+    dataset = Dataset.from_dict({"prompt": [p.prompt for p in problems], "answer": [p.answer for p in problems]})
+
+    def correctness(completions: list[str], answer: list[str], **_: Any) -> list[float]:
+        return [float(task.verify(c, a)) for c, a in zip(completions, answer)]
+
+    micro = min(64, trajectories)
+    args = GRPOConfig(
+        output_dir=tempfile.mkdtemp(prefix="trl-bench-"), use_cpu=True, bf16=False, fp16=False,
+        per_device_train_batch_size=micro, gradient_accumulation_steps=trajectories // micro,
+        num_generations=group, max_completion_length=max_new_tokens, num_iterations=1, beta=0.0,
+        learning_rate=trainer.cfg.policy.lr, temperature=1.0, top_p=1.0, top_k=0,
+        epsilon=trainer.cfg.policy.clip_low, max_steps=reps + 1, logging_steps=10**6, save_strategy="no",
+        report_to="none", disable_tqdm=True, seed=0, shuffle_dataset=False, dataloader_num_workers=0,
+        use_vllm=False, log_completions=False)
+
+    times: dict[str, list[float]] = {"trl": [], "tdrm_prm_online": [], "tdrm_prm_off": []}
+    counter = [2000]
+    trainer.set_shape(trajectories, max_new_tokens)
+
+    class Alternate(TrainerCallback):
+        begin = 0.0
+
+        def on_step_begin(self, args, state, control, **kw):
+            self.begin = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            elapsed = time.perf_counter() - self.begin
+            first = state.global_step <= 1  # warm-up step of each side, not timed
+            if not first:
+                times["trl"].append(elapsed)
+            for name, off in (("tdrm_prm_online", False), ("tdrm_prm_off", True)):
+                prm_off(trainer, off)
+                counter[0] += 1
+                metrics = trainer.step(counter[0])
+                if not first:
+                    times[name].append(metrics["timing_s/step"])
+            prm_off(trainer, False)
+
+    tok = AutoTokenizer.from_pretrained(policy_path)
+    model = AutoModelForCausalLM.from_pretrained(policy_path)
+    grpo = GRPOTrainer(model=model, reward_funcs=[correctness], args=args, train_dataset=dataset,
+                       processing_class=tok, callbacks=[Alternate()])
+    grpo.train()
+
+    med = {k: median(v) for k, v in times.items()}
+    tps = {k: trajectories / v for k, v in med.items()}
+    table = Table(f"TRL GRPOTrainer {trl.__version__} vs tdrm-rl ({prompts_per_step} prompts x G={group}, "
+                  f"{max_new_tokens} new tokens, alternating)", ["system", "median step s", "steps/s",
+                                                               "trajectories/s", "ratio vs TRL"])
+    labels = {"trl": "TRL GRPOTrainer", "tdrm_prm_online": "tdrm-rl, PRM online",
+              "tdrm_prm_off": "tdrm-rl, PRM off (frozen, w_prm=0)"}
+    for key, label in labels.items():
+        table.add(label, med[key], 1 / med[key], tps[key], tps[key] / tps["trl"])
+    ratio = tps["tdrm_prm_online"] / tps["trl"]
+    target = {"target": "tdrm-rl (PRM online) >= 1.5x TRL GRPOTrainer trajectories/s",
+              "measured": f"{ratio:.2f}x", "met": ratio >= 1.5}
+    return {"trl_version": trl.__version__, "trajectories": trajectories, "max_new_tokens": max_new_tokens,
+            "step_times": times, "median_step_s": med, "trajectories_per_s": tps,
+            "ratio_prm_online_vs_trl": ratio, "ratio_prm_off_vs_trl": tps["tdrm_prm_off"] / tps["trl"],
+            "targets": [target]}, [table]
