@@ -10,7 +10,7 @@ export RAY_AUTH_MODE := disabled
 export TOKENIZERS_PARALLELISM := false
 export TORCH_EXTENSIONS_DIR := $(abspath $(VENV))/torch_extensions
 
-.PHONY: setup run sft test test-fast job clean help
+.PHONY: setup run sft test test-fast job clean help paper paper-quick
 
 help:
 	@echo "make run        set up .venv, then train on the embedded default ($(RECIPE))"
@@ -18,6 +18,8 @@ help:
 	@echo "make test-fast  unit tests only"
 	@echo "make job        ray start --head + ray job submit of a 2-step run, then ray stop"
 	@echo "make sft        warm-start the embedded tiny policy (cached)"
+	@echo "make paper      ScalarPRM vs TD-PRM vs TD(lambda) vs ORM + RL data efficiency, 3 seeds -> reports/paper.md"
+	@echo "make paper-quick  the same on tiny sizes (a few minutes) -> runs/paper-quick/report/paper.md"
 
 # torch is installed first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml
@@ -47,6 +49,12 @@ job: setup
 	$(VENV)/bin/ray job submit --address http://127.0.0.1:8265 --working-dir . -- \
 		$(abspath $(VENV))/bin/tdrm-rl train $(RECIPE) trainer.total_steps=2 $(ARGS); \
 		status=$$?; $(VENV)/bin/ray stop --force; exit $$status
+
+paper: setup
+	$(VENV)/bin/tdrm-rl paper $(RECIPE) $(ARGS)
+
+paper-quick: setup
+	$(VENV)/bin/tdrm-rl paper $(RECIPE) --quick $(ARGS)
 
 clean:
 	rm -rf runs .cache

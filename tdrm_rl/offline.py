@@ -116,7 +116,7 @@ def objective_config(cfg: RunConfig, objective: str) -> RunConfig:
 
 def train_prm(cfg: RunConfig, init_path: str, records: list[Trajectory], objective: str, out_dir: str,
               epochs: int = 3, batch_size: int = 64, init_from_policy: bool = True,
-              progress: bool = False) -> dict[str, Any]:
+              progress: bool = False, keep_worker: bool = False) -> dict[str, Any]:
     """Offline PRM training on a fixed set of trajectories. Every objective sees the same rows in the
     same order and takes the same number of optimizer steps (epochs * ceil(B / batch_size)).
 
@@ -163,6 +163,8 @@ def train_prm(cfg: RunConfig, init_path: str, records: list[Trajectory], objecti
                "n_step": cfg.prm.n_step, "gamma": cfg.prm.gamma, "lam": cfg.prm.lam, "bootstrap": cfg.prm.bootstrap}
     with open(os.path.join(out_dir, "prm_train.json"), "w") as f:
         json.dump(summary, f, indent=2)
+    if keep_worker:  # the caller goes on scoring with the trained network (no reload)
+        summary["worker"] = worker
     return summary
 
 
