@@ -50,11 +50,12 @@ class PaperPlan:
     search_problems: int = 50  # held-out problems for step search (the first of the Best-of-N set)
     search_branches: tuple[int, ...] = (2, 4, 8, 16)
     beam_width: int = 2
-    rl_steps: int = 40  # the prompt budget is rl_steps * rl_prompts_per_step
+    rl_steps: int = 80  # the prompt budget is rl_steps * rl_prompts_per_step
     rl_prompts_per_step: int = 16
     rl_group_size: int = 8
     rl_eval_size: int = 200
     ablations: bool = True
+    rl_seeds: tuple[int, ...] = (0, 1, 2)
     sft_overrides: tuple[str, ...] = ()  # the warm start (cached; the same for every seed)
 
 
@@ -62,7 +63,7 @@ FULL = PaperPlan()
 # For tests: every stage and every table row, on tiny sizes; the warm start is the e2e tests' (cached).
 QUICK = PaperPlan(seeds=(0, 1), train_problems=8, samples_per_problem=4, mc_samples=2, prm_epochs=1,
                   prm_batch_size=16, bon_problems=8, bon_n=4, search_problems=4, beam_width=1, rl_steps=4,
-                  rl_prompts_per_step=4, rl_group_size=4, rl_eval_size=16, ablations=False,
+                  rl_prompts_per_step=4, rl_group_size=4, rl_eval_size=16, ablations=False, rl_seeds=(0,),
                   sft_overrides=("sft.steps=150",))
 
 # (label, objective, config overrides). TD(lambda) uses the paper's gamma=1, lambda=0.7.
@@ -219,7 +220,7 @@ def _rl(recipe: str, base: list[str], plan: PaperPlan, policy_path: str, work: s
     try:
         for label, extra in RL_METHODS:
             runs = {}
-            for seed in plan.seeds:
+            for seed in plan.rl_seeds:
                 run_dir = os.path.join(work, _slug(label)[:40], f"seed{seed}")
                 shutil.rmtree(run_dir, ignore_errors=True)
                 cfg = _cfg(recipe, base, *sizes, *extra, f"trainer.seed={seed}", f"trainer.output_dir={run_dir}")
@@ -281,7 +282,7 @@ def write_report(results: dict[str, Any], methods, report_dir: str) -> str:
     plan = results["plan"]
     seeds = list(results["seeds"])
     n_max = plan["bon_n"]
-    header, rows, raw = main_table(results, methods)
+    header, rows, raw = main_table(results, METHODS)
     parts = [
         "# TDRM on the embedded testbed: ScalarPRM vs TD-PRM vs TD(λ) vs ORM",
         "",
@@ -306,6 +307,12 @@ def write_report(results: dict[str, Any], methods, report_dir: str) -> str:
         "",
     ]
     parts += _findings(raw)
+    ablations = [m for m in methods if m not in METHODS]
+    if ablations:
+        _, abl_rows, _ = main_table(results, ablations)
+        keep = [0, 1, 2, 3, 6, 7]  # no search columns: the ablations run Best-of-N and smoothness only
+        parts += ["## TD ablations (what the paper varies: n, γ, target network)", "",
+                  markdown_table([header[i] for i in keep], [[r[i] for i in keep] for r in abl_rows]), ""]
     parts += _bon_section(results, methods, report_dir)
     parts += _search_section(results, report_dir)
     parts += _td_error_section(results, methods, report_dir)
