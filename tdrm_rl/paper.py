@@ -412,10 +412,10 @@ def _rl_section(results, report_dir) -> list[str]:
     plot_lines(curves, os.path.join(report_dir, "paper_rl.png"), "RL data efficiency", "training prompts",
                "held-out greedy accuracy")
     fractions = [f"{a}/{b}" if a != b else "all" for a, b in BUDGET_FRACTIONS]
-    header = ["method", "warm start"] + [f"{f} budget ({p} prompts)" for f, p in zip(fractions, rl["prompts"])]
+    header = ["method", "warm start"] + [f"{f} of budget ({p} prompts)" for f, p in zip(fractions, rl["prompts"])]
     return ["## RL data efficiency", "",
             f"Held-out greedy accuracy ({plan['rl_eval_size']} problems) after GRPO on 1/4, 1/2 and all of a "
             f"budget of {rl['prompts'][-1]} prompts ({plan['rl_prompts_per_step']} prompts x {plan['rl_group_size']} "
-            f"samples per step, fresh prompts every step, constant learning rate). Each seed is one run, evaluated "
+            f"samples per step, fresh prompts every step, constant learning rate), seeds {plan['rl_seeds']}. Each seed is one run, evaluated "
             f"when it has used each fraction of the budget.", "", "![RL](paper_rl.png)", "",
             markdown_table(header, rows), ""]
