@@ -11,7 +11,7 @@ export RAY_AUTH_MODE := disabled
 export TOKENIZERS_PARALLELISM := false
 export TORCH_EXTENSIONS_DIR := $(abspath $(VENV))/torch_extensions
 
-.PHONY: setup run sft test test-fast job docker clean help bench setup-bench
+.PHONY: setup run sft test test-fast job docker clean help bench setup-bench paper paper-quick
 
 help:
 	@echo "make run        set up .venv, then train on the embedded default ($(RECIPE))"
@@ -21,6 +21,8 @@ help:
 	@echo "make sft        warm-start the embedded tiny policy (cached)"
 	@echo "make docker     build the GPU image (docker/Dockerfile) as $(IMAGE)"
 	@echo "make bench      benchmarks -> reports/bench.md, reports/bench.json (ARGS=--quick for a short run)"
+	@echo "make paper      ScalarPRM vs TD-PRM vs TD(lambda) vs ORM + RL data efficiency, 3 seeds -> reports/paper.md"
+	@echo "make paper-quick  the same on tiny sizes (a few minutes) -> runs/paper-quick/report/paper.md"
 
 # torch is installed first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml
@@ -70,6 +72,12 @@ setup-bench: $(BENCH_VENV)/.installed
 
 bench: setup-bench
 	PYTHONPATH=$(CURDIR) $(BENCH_VENV)/bin/python -m bench $(ARGS)
+
+paper: setup
+	$(VENV)/bin/tdrm-rl paper $(RECIPE) $(ARGS)
+
+paper-quick: setup
+	$(VENV)/bin/tdrm-rl paper $(RECIPE) --quick $(ARGS)
 
 clean:
 	rm -rf runs .cache

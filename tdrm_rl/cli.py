@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     sft.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     sft.add_argument("--out", default=None, help="write the checkpoint here instead of the cache")
 
+    from tdrm_rl.cli_tools import add_parsers
+
+    add_parsers(sub, OVERRIDES_HELP)
+
     show = sub.add_parser("config", help="print the fully resolved config of a recipe (every field and default)",
                           description="Resolve a recipe with its `extends` chain and overrides, check it, and "
                           "print it as YAML.")
@@ -109,7 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may also follow the options of a subcommand (`bon RECIPE --data F k=v`).
+    if extra and (any(a.startswith("-") or "=" not in a for a in extra) or not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
     if args.command is None:
         parser.print_help()
         return 2
@@ -122,6 +131,16 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "sft":
             return cmd_sft(cfg, args.out)
+        from tdrm_rl.cli_tools import COMMANDS, UsageError, run
+
+        if args.command in COMMANDS:
+            try:
+                return run(args, cfg)
+            except (UsageError, ValueError) as e:  # bad files / arguments: one line, no traceback
+                if os.environ.get("TDRM_LOG_LEVEL") == "DEBUG":
+                    raise
+                print(f"tdrm-rl {args.command}: {e}", file=sys.stderr)
+                return 2
         return cmd_train(cfg)
     except ConfigError as e:
         print(f"tdrm-rl: config error: {e}", file=sys.stderr)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
-from transformers import GenerationConfig, PreTrainedTokenizerBase
+from transformers import GenerationConfig, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 
 # No EOS ids at all (None would be refilled from the model's generation config): generation
 # then runs to max_new_tokens.
@@ -69,15 +69,49 @@ def _truncate_at_eos(ids: list[int], eos_id: int | None) -> int:
         return len(ids)
 
 
+class _StopOnStrings(StoppingCriteria):
+    """Per row: done once its generated text (not the prompt) contains any stop string.
+
+    Decodes only a window of the last tokens: every token holds at least one character, so
+    `max(len(stop))` tokens (plus one for a string straddling the window edge) always suffice.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, stop: Sequence[str], prompt_len: int) -> None:
+        self.tokenizer, self.stop, self.prompt_len = tokenizer, list(stop), prompt_len
+        self.window = max(len(s) for s in self.stop) + 1
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        start = max(self.prompt_len, input_ids.shape[1] - self.window)
+        tails = self.tokenizer.batch_decode(input_ids[:, start:], skip_special_tokens=True)
+        return torch.tensor([any(s in t for s in self.stop) for t in tails], device=input_ids.device)
+
+
+def _truncate_at_stop(ids: list[int], tokenizer: PreTrainedTokenizerBase, stop: Sequence[str]) -> int:
+    """Length of the response up to and including the token that completes the first stop string."""
+    if not stop:
+        return len(ids)
+    text, ends = "", []
+    for t in ids:  # char offset where each token ends, as the decoded text grows
+        text += tokenizer.decode([t], skip_special_tokens=True)
+        ends.append(len(text))
+    hits = [i + len(s) for s in stop if (i := text.find(s)) >= 0]
+    if not hits:
+        return len(ids)
+    first_end = min(hits)
+    return next(k + 1 for k, e in enumerate(ends) if e >= first_end)
+
+
 @torch.no_grad()
 def _generate_batch(model: Any, tokenizer: PreTrainedTokenizerBase, texts: list[str],
-                    gen_cfg: GenerationConfig, stop_at_eos: bool) -> Generated:
+                    gen_cfg: GenerationConfig, stop_at_eos: bool, stop: Sequence[str] = ()) -> Generated:
     enc = tokenizer(texts, padding=True, return_tensors="pt")
     device = next(model.parameters()).device
     input_ids = enc["input_ids"].to(device)
     attention_mask = enc["attention_mask"].to(device)
-    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=gen_cfg)
     prompt_len = input_ids.shape[1]
+    criteria = StoppingCriteriaList([_StopOnStrings(tokenizer, stop, prompt_len)]) if stop else None
+    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=gen_cfg,
+                         stopping_criteria=criteria)
     new_tokens = out.sequences[:, prompt_len:]
     if new_tokens.shape[1] == 0:
         logprobs = torch.zeros(new_tokens.shape, dtype=torch.float32)
@@ -92,6 +126,7 @@ def _generate_batch(model: Any, tokenizer: PreTrainedTokenizerBase, texts: list[
     eos_id = tokenizer.eos_token_id if stop_at_eos else None
     for row, lp, m, prompt in zip(new_list, lp_list, mask_list, ids_list):
         n_keep = _truncate_at_eos(row, eos_id)
+        n_keep = _truncate_at_stop(row[:n_keep], tokenizer, stop)
         res.prompt_ids.append([t for t, keep in zip(prompt, m) if keep])
         res.response_ids.append(row[:n_keep])
         res.response_logprobs.append(lp[:n_keep])
@@ -101,8 +136,14 @@ def _generate_batch(model: Any, tokenizer: PreTrainedTokenizerBase, texts: list[
 
 def generate(model: Any, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], n: int = 1, *,
              temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 96,
-             micro_batch_size: int = 128, stop_at_eos: bool = True) -> Generated:
-    """Sample `n` responses per prompt (greedy when temperature == 0), left-padded, batched."""
+             micro_batch_size: int = 128, stop_at_eos: bool = True, stop: Sequence[str] = ()) -> Generated:
+    """Sample `n` responses per prompt (greedy when temperature == 0), left-padded, batched.
+
+    `stop`: strings that end a response (vLLM's `stop`, with the string kept in the output, i.e.
+    `include_stop_str_in_output=True`): step-level search generates one step at a time this way.
+    """
+    if any(not isinstance(s, str) or not s for s in stop):
+        raise ValueError(f"generate: stop strings must be non-empty strings, got {list(stop)!r}")
     if n < 1 or micro_batch_size < 1:
         raise ValueError(f"generate: n and micro_batch_size must be >= 1 (got {n}, {micro_batch_size})")
     texts = [p for p in prompts for _ in range(n)]
@@ -115,7 +156,7 @@ def generate(model: Any, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[s
     try:
         for start in range(0, len(texts), micro_batch_size):
             result.extend(_generate_batch(model, tokenizer, texts[start:start + micro_batch_size], gen_cfg,
-                                          stop_at_eos))
+                                          stop_at_eos, stop))
     finally:
         tokenizer.padding_side = old_side
         model.train(was_training)

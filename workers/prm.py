@@ -95,24 +95,54 @@ class PRMWorker(DeepSpeedWorker):
             metrics = {"prm/td_error": float(mean_abs_td_error(torch.sigmoid(shard.step_logits), targets,
                                                               shard.step_mask)),
                        "prm/target_mean": float((targets * shard.step_mask).sum() / shard.step_mask.sum().clamp(min=1))}
-            self.engine.train()
-            total_steps = shard.step_mask.sum().clamp(min=1.0)
-            losses = []
-            for _ in range(pc.epochs):
-                for rows in self.accumulation_chunks(len(shard)):
-                    chunk = shard.select(rows)
-                    chunk_targets = targets.index_select(0, rows)
-                    chunk = chunk.trim()
-                    logits = prm_step_logits(self.engine, chunk.input_ids, chunk.attention_mask, chunk.step_ends,
-                                             chunk.step_mask)
-                    loss = prm_td_loss(logits, chunk_targets, chunk.step_mask, pc.terminal_weight)
-                    weight = chunk.step_mask.sum() / total_steps
-                    self.backward_and_step(loss * weight)
-                    losses.append(float(loss.detach()) * float(weight))
-                if self.target is not None:
-                    ema_update(self.target.parameters(), self.engine.module.parameters(), pc.ema_decay)
-            metrics["prm/td_loss"] = sum(losses) / pc.epochs
+            metrics["prm/td_loss"] = self._fit(shard, targets, shard.step_mask, pc.terminal_weight)
             metrics["prm/grad_norm"] = self.grad_norm()
             metrics["prm/skipped_updates"] = self.pop_skipped_updates()
         metrics.update({f"timing_s/{k}": v for k, v in self.pop_timings().items()})
         return metrics
+
+    def label_update(self, batch: Batch, labels: torch.Tensor, label_mask: torch.Tensor,
+                     terminal_weight: float | None = None) -> dict[str, float]:
+        """Supervised BCE on given step labels (ScalarPRM: Monte-Carlo labels; ORM: the outcome at the
+        final state only). The same loss and optimizer loop as `td_update`, only the targets differ.
+
+        labels [B, S] in [0, 1]; label_mask [B, S]: the steps that carry a label (a subset of step_mask).
+        """
+        if labels.shape != batch.step_mask.shape or label_mask.shape != batch.step_mask.shape:
+            raise ValueError(f"label_update: labels {tuple(labels.shape)} / label_mask {tuple(label_mask.shape)} "
+                             f"must match step_mask {tuple(batch.step_mask.shape)}")
+        pc = self.cfg.prm
+        with self.timed("prm_update"):
+            rows = self.rows_for_rank(len(batch))
+            shard = batch.select(rows)
+            idx = torch.as_tensor(rows, dtype=torch.long)
+            labels, label_mask = labels.index_select(0, idx).float(), label_mask.index_select(0, idx).float()
+            weight = pc.terminal_weight if terminal_weight is None else terminal_weight
+            metrics = {"prm/label_mean": float((labels * label_mask).sum() / label_mask.sum().clamp(min=1)),
+                       "prm/label_loss": self._fit(shard, labels, label_mask, weight)}
+            metrics["prm/grad_norm"] = self.grad_norm()
+        metrics.update({f"timing_s/{k}": v for k, v in self.pop_timings().items()})
+        return metrics
+
+    def _fit(self, shard: Batch, targets: torch.Tensor, loss_mask: torch.Tensor, terminal_weight: float) -> float:
+        """`prm.epochs` passes of weighted BCE towards `targets` on the steps in `loss_mask`, one optimizer
+        step per pass (gradient accumulation over micro-batches); EMA target refreshed after each pass."""
+        pc = self.cfg.prm
+        self.engine.train()
+        total_steps = loss_mask.sum().clamp(min=1.0)
+        losses = []
+        for _ in range(pc.epochs):
+            for rows in self.accumulation_chunks(len(shard)):
+                chunk = shard.select(rows)
+                chunk_targets = targets.index_select(0, rows)
+                chunk_mask = loss_mask.index_select(0, rows)
+                chunk = chunk.trim()
+                logits = prm_step_logits(self.engine, chunk.input_ids, chunk.attention_mask, chunk.step_ends,
+                                         chunk.step_mask)
+                loss = prm_td_loss(logits, chunk_targets, chunk_mask, terminal_weight)
+                weight = chunk_mask.sum() / total_steps
+                self.backward_and_step(loss * weight)
+                losses.append(float(loss.detach()) * float(weight))
+            if self.target is not None:
+                ema_update(self.target.parameters(), self.engine.module.parameters(), pc.ema_decay)
+        return sum(losses) / pc.epochs

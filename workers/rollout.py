@@ -2,6 +2,8 @@
 
 Backend interface (the vLLM backend implements the same methods):
     generate(prompts, n, sampling) -> Generated (token ids, text, per-token logprobs)
+        sampling keys: temperature, top_p, max_new_tokens, stop (list of stop strings; the
+        response ends after the first one and keeps it, like vLLM's include_stop_str_in_output)
     update_weights(state_dict)      -> loads trainer weights in place
     logprobs(batch)                 -> [B, L] per-token logprobs under the current weights
 """
@@ -32,14 +34,16 @@ class RolloutWorker(BaseWorker):
         self.model.eval()
 
     def generate(self, prompts: list[str], n: int, sampling: dict) -> Generated:
-        """Sample `n` responses per prompt. `sampling`: temperature, top_p, max_new_tokens, stop_at_eos."""
+        """Sample `n` responses per prompt. `sampling`: temperature, top_p, max_new_tokens, stop_at_eos, and
+        `stop` (a list of strings; a response ends right after the first one it generates, string included)."""
         with self.timed("generate"):
             return generate(self.model, self.tokenizer, prompts, n,
                             temperature=sampling.get("temperature", self.cfg.rollout.temperature),
                             top_p=sampling.get("top_p", self.cfg.rollout.top_p),
                             max_new_tokens=sampling.get("max_new_tokens", self.cfg.rollout.max_new_tokens),
                             micro_batch_size=self.cfg.rollout.micro_batch_size,
-                            stop_at_eos=sampling.get("stop_at_eos", True))
+                            stop_at_eos=sampling.get("stop_at_eos", True),
+                            stop=tuple(sampling.get("stop") or ()))
 
     def update_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> int:
         """In-process load of the trainer's weights (CPU path); rejects a partial state dict."""

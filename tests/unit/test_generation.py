@@ -133,3 +133,26 @@ def test_accuracy() -> None:
     assert accuracy(task, problems, gen, n=2) == pytest.approx(0.75)
     with pytest.raises(ValueError):
         accuracy(task, problems, gen, n=1)
+
+
+def test_stop_strings_end_each_response_after_the_first_hit(uniform_model, tok) -> None:
+    """Step-level search generates one step at a time: the response ends right after the stop string."""
+    torch.manual_seed(2)
+    gen = generate(uniform_model, tok, ["a\n", "bc\n"], n=32, temperature=1.0, max_new_tokens=60,
+                   stop=["a", "\n\n"], stop_at_eos=False)
+    torch.manual_seed(2)
+    full = generate(uniform_model, tok, ["a\n", "bc\n"], n=32, temperature=1.0, max_new_tokens=60,
+                    stop_at_eos=False)
+    stopped = 0
+    for r, text, lp, ref in zip(gen.response_ids, gen.response_text, gen.response_logprobs, full.response_ids):
+        assert len(lp) == len(r)
+        hits = [i + len(s) for s in ("a", "\n\n") if (i := text.find(s)) >= 0]
+        if hits:
+            stopped += 1
+            assert min(hits) == len(text)  # the first stop string ends the text, and is kept
+        else:
+            assert len(r) == 60
+        assert r == ref[:len(r)]  # the same samples as without stop strings, cut short
+    assert stopped > 32  # 'a' alone has probability ~1/100 per token: most of 64 rows hit within 60
+    with pytest.raises(ValueError, match="stop strings"):
+        generate(uniform_model, tok, ["a\n"], n=1, stop=[""])
