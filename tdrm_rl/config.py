@@ -305,6 +305,12 @@ def _validate_layout(cfg: RunConfig, source: str) -> None:
         raise ConfigError(f"{source}: key 'rollout.enable_sleep_mode' needs rollout.backend=vllm")
     if rc.tensor_parallel_size > 1 and rc.backend != "vllm":
         raise ConfigError(f"{source}: key 'rollout.tensor_parallel_size' > 1 needs rollout.backend=vllm")
+    if rc.tensor_parallel_size > 1 and cc.colocate:
+        raise ConfigError(f"{source}: key 'rollout.tensor_parallel_size' > 1 is not supported with "
+                          f"cluster.colocate=true (a colocated engine shares one GPU with the trainer ranks)")
+    if cc.gpus_per_node and rc.tensor_parallel_size > cc.gpus_per_node:
+        raise ConfigError(f"{source}: key 'rollout.tensor_parallel_size' = {rc.tensor_parallel_size} exceeds "
+                          f"cluster.gpus_per_node = {cc.gpus_per_node} (an engine's TP ranks stay on one node)")
 
 
 def to_yaml(cfg: RunConfig) -> str:

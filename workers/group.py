@@ -29,12 +29,15 @@ class WorkerGroup:
     """`world_size` actors of class `cls`. Rank 0 hands out the rendezvous address when distributed."""
 
     def __init__(self, cls: type, role: str, cfg: RunConfig, world_size: int = 1, num_cpus: float = 0.5,
-                 num_gpus: float = 0.0, distributed: bool = False, **kwargs: Any) -> None:
+                 num_gpus: float = 0.0, distributed: bool = False, placement: Any = None, **kwargs: Any) -> None:
         self.role = role
         self.timeout = cfg.cluster.call_timeout_s
+        self.placement = placement  # a workers.placement.Placement: per-rank bundles, released on kill()
         remote_cls = ray.remote(cls)
         options = dict(num_cpus=num_cpus, num_gpus=num_gpus, runtime_env={"env_vars": worker_env()})
-        self.actors = [remote_cls.options(**options).remote(cfg, rank=rank, world_size=world_size, **kwargs)
+        per_rank = placement.options(role) if placement is not None else [{}] * world_size
+        self.actors = [remote_cls.options(**{**options, **per_rank[rank]}).remote(cfg, rank=rank, world_size=world_size,
+                                                                                 **kwargs)
                        for rank in range(world_size)]
         self.get([a.ready.remote() for a in self.actors], stage="start")
         if distributed:
@@ -42,12 +45,14 @@ class WorkerGroup:
             self.run("setup_distributed", addr, port, stage="init_distributed")
         self.run("setup", stage="setup")
 
-    def get(self, refs: Any, stage: str) -> Any:
+    def get(self, refs: Any, stage: str, timeout: float | None = None,
+            timeout_key: str = "cluster.call_timeout_s") -> Any:
+        timeout = self.timeout if timeout is None else timeout
         try:
-            return ray.get(refs, timeout=self.timeout)
+            return ray.get(refs, timeout=timeout)
         except ray.exceptions.GetTimeoutError:
-            raise RoleError(f"{self.role}: stage '{stage}' did not finish within {self.timeout:.0f} s "
-                            f"(cluster.call_timeout_s)") from None
+            raise RoleError(f"{self.role}: stage '{stage}' did not finish within {timeout:.0f} s "
+                            f"({timeout_key})") from None
         except ray.exceptions.RayActorError as e:
             raise RoleError(f"{self.role}: worker died during stage '{stage}': {e}") from None
         except ray.exceptions.RayTaskError as e:
@@ -66,3 +71,5 @@ class WorkerGroup:
     def kill(self) -> None:
         for a in self.actors:
             ray.kill(a, no_restart=True)
+        if self.placement is not None:
+            self.placement.release(self.role)
