@@ -118,7 +118,8 @@ class VLLMRolloutWorker(BaseWorker):
         temperature = float(sampling.get("temperature", rc.temperature))
         greedy = temperature <= 0.0
         params = SamplingParams(
-            n=n, temperature=0.0 if greedy else temperature, top_p=1.0 if greedy else float(sampling.get("top_p", rc.top_p)),
+            n=n, temperature=0.0 if greedy else temperature,
+            top_p=1.0 if greedy else float(sampling.get("top_p", rc.top_p)),
             top_k=0, max_tokens=int(sampling.get("max_new_tokens", rc.max_new_tokens)), logprobs=0,
             stop_token_ids=[self.tokenizer.eos_token_id], detokenize=False)
         prompt_ids = self.tokenizer(list(prompts))["input_ids"]
@@ -165,7 +166,8 @@ class VLLMRolloutWorker(BaseWorker):
         return self.weights_version
 
     def init_weight_group(self, master_addr: str, master_port: int, rank_offset: int, world_size: int) -> list[int]:
-        return self.llm.collective_rpc("tdrm_init_weight_group", args=(master_addr, master_port, rank_offset, world_size),
+        return self.llm.collective_rpc("tdrm_init_weight_group",
+                                       args=(master_addr, master_port, rank_offset, world_size),
                                        timeout=self.cfg.rollout.sync_timeout_s)
 
     def receive_weights_nccl(self, plan: Plan, version: int) -> int:

@@ -21,7 +21,8 @@ import torch
 Plan = list[list[tuple[str, str, tuple[int, ...]]]]
 
 
-def unflatten_bucket(flat: torch.Tensor, bucket: list[tuple[str, str, tuple[int, ...]]]) -> Iterator[tuple[str, torch.Tensor]]:
+def unflatten_bucket(flat: torch.Tensor,
+                     bucket: list[tuple[str, str, tuple[int, ...]]]) -> Iterator[tuple[str, torch.Tensor]]:
     """Split one flat bucket back into named tensors (views, no copy)."""
     offset = 0
     for name, _, shape in bucket:
@@ -77,7 +78,11 @@ class WeightSyncExtension:
 
     def tdrm_load_ipc(self, plan: Plan, handles: dict[str, list[Any]]) -> int:
         """Rebuild the trainer's buckets from the CUDA IPC handles made on this worker's GPU."""
-        mine = handles[self.tdrm_device_uuid()]
+        uuid = self.tdrm_device_uuid()
+        if uuid not in handles:
+            raise RuntimeError(f"weight sync (ipc): no trainer rank shares this engine's GPU {uuid}; colocate "
+                               f"needs policy.world_size >= rollout.num_workers")
+        mine = handles[uuid]
 
         def weights() -> Iterator[tuple[str, torch.Tensor]]:
             for bucket, (rebuild, args) in zip(plan, mine):

@@ -49,7 +49,7 @@ def resolve_weight_sync(rc: RolloutConfig, colocate: bool, gpu: bool) -> str:
 
 
 def bucket_plan(params: list[tuple[str, torch.dtype, tuple[int, ...]]], bucket_bytes: int = BUCKET_BYTES) -> Plan:
-    """Group parameters, in order, into single-dtype buckets of at most `bucket_bytes` (one big tensor may exceed it)."""
+    """Group parameters, in order, into single-dtype buckets of at most `bucket_bytes` (a big tensor gets its own)."""
     plan: Plan = []
     current: list[tuple[str, str, tuple[int, ...]]] = []
     size, dtype = 0, None
@@ -116,6 +116,14 @@ class WeightSender:
             with self._gathered({name for name, _, _ in bucket}) as full:
                 yield torch.cat([full[name].reshape(-1) for name, _, _ in bucket])
 
+    def weight_group_address(self) -> tuple[str, int]:
+        """A routable address for the weight group's store (engines may sit on other nodes)."""
+        import ray
+
+        from workers.base import free_port
+
+        return ray.util.get_node_ip_address(), free_port()
+
     def init_weight_group(self, master_addr: str, master_port: int, world_size: int) -> int:
         """Rank 0 joins the NCCL weight group as its rank 0 (the vLLM workers take ranks 1..)."""
         if self.rank != 0:
@@ -169,7 +177,7 @@ class WeightSync:
                                 timeout_key="rollout.sync_timeout_s")
 
     def _init_nccl(self, tp: int) -> None:
-        addr, port = self.policy.run_rank0("node_address", stage="weight_group_address")
+        addr, port = self.policy.run_rank0("weight_group_address", stage="weight_group_address")
         world = 1 + tp * len(self.rollout.actors)
         refs = [self.policy.actors[0].init_weight_group.remote(addr, port, world)]
         refs += [a.init_weight_group.remote(addr, port, 1 + i * tp, world) for i, a in enumerate(self.rollout.actors)]
@@ -191,8 +199,8 @@ class WeightSync:
             handles: dict[str, list[Any]] = {}
             for part in self._get(self.policy.submit("ipc_weight_handles", self.plan), "handles"):
                 handles.update(part)
-            versions = self._get([a.load_weights_ipc.remote(self.plan, handles, version) for a in self.rollout.actors],
-                                 "load")
+            versions = self._get([a.load_weights_ipc.remote(self.plan, handles, version)
+                                  for a in self.rollout.actors], "load")
             self._get(self.policy.submit("release_ipc_buffers"), "release")
         if any(v != version for v in versions):
             raise WeightSyncError(f"rollout: weight sync ({self.mode}) left versions {versions}, expected {version}")

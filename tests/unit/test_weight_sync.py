@@ -66,7 +66,9 @@ def test_weights_lock_makes_rollout_wait_then_fail_clearly():
     lock = WeightsLock("rollout[0]", timeout_s=0.2)
     with lock.hold("update_weights"):
         errors = []
-        t = threading.Thread(target=lambda: errors.append(pytest.raises(WeightSyncError, lock.hold("generate").__enter__)))
+        # Another thread (a generate call) while the sync holds the lock.
+        t = threading.Thread(target=lambda: errors.append(
+            pytest.raises(WeightSyncError, lock.hold("generate").__enter__)))
         t.start()
         t.join()
         assert "rollout.sync_timeout_s" in str(errors[0].value) and "generate" in str(errors[0].value)
