@@ -33,6 +33,15 @@ def unflatten_bucket(flat: torch.Tensor,
         offset += numel
 
 
+def rebuild_ipc_tensor(handle: tuple[Any, tuple], device_index: int) -> torch.Tensor:
+    """Open a CUDA IPC handle from `torch.multiprocessing.reductions.reduce_tensor` on our own device ordinal
+    (the handle carries the sender's, which differs when each process sees its GPU as a different index)."""
+    rebuild, args = handle
+    args = list(args)
+    args[6] = device_index  # rebuild_cuda_tensor's storage_device
+    return rebuild(*args)
+
+
 class WeightSyncExtension:
     """Mixed into vLLM's Worker; `self.reload_weights` and `self.device` come from it."""
 
@@ -85,10 +94,8 @@ class WeightSyncExtension:
         mine = handles[uuid]
 
         def weights() -> Iterator[tuple[str, torch.Tensor]]:
-            for bucket, (rebuild, args) in zip(plan, mine):
-                args = list(args)
-                args[6] = self.device.index  # the handle names the sender's device ordinal; use ours
-                yield from unflatten_bucket(rebuild(*args), bucket)
+            for bucket, handle in zip(plan, mine):
+                yield from unflatten_bucket(rebuild_ipc_tensor(handle, self.device.index), bucket)
 
         self.reload_weights(weights_iterator=weights(), is_checkpoint_format=True)
         torch.cuda.synchronize(self.device)
