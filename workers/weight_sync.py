@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 
-from tdrm_rl.config import RolloutConfig, RunConfig
+if TYPE_CHECKING:  # annotations only: the trainer side imports with torch alone
+    from tdrm_rl.config import RolloutConfig, RunConfig
 
 # Flat buckets of at most this many bytes: big enough to keep NCCL busy, small enough that a gathered
 # ZeRO-3 bucket is a modest extra allocation.
