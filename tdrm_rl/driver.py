@@ -39,7 +39,9 @@ from tdrm_rl.tracking import MetricsLogger, format_table, plot_curves, read_metr
 from workers.group import RoleError, WorkerDied, WorkerGroup
 from workers.policy import PolicyWorker
 from workers.prm import PRMWorker, td_targets
-from workers.rollout import RolloutWorker
+from workers.placement import Placement
+from workers.rollout import rollout_worker_class
+from workers.weight_sync import WeightSync
 
 
 class StageTimer:
@@ -92,15 +94,20 @@ class RLTrainer:
 
         cc = cfg.cluster
         rollout_threads, trainer_threads = thread_split(cfg)
-        self.rollout = WorkerGroup(RolloutWorker, "rollout", cfg, world_size=cfg.rollout.num_workers,
-                                   num_cpus=cc.rollout_cpus, num_gpus=cc.num_gpus_per_worker,
+        self.placement = Placement(cfg)  # placement groups for every role's ranks (see workers/placement.py)
+        self.rollout = WorkerGroup(rollout_worker_class(cfg.rollout.backend), "rollout", cfg,
+                                   world_size=cfg.rollout.num_workers, num_cpus=cc.rollout_cpus,
+                                   num_gpus=cc.num_gpus_per_worker, placement=self.placement,
                                    model_path=policy_path, num_threads=rollout_threads)
-        self.policy = WorkerGroup(PolicyWorker, "policy", cfg, num_cpus=cc.policy_cpus, num_gpus=cc.num_gpus_per_worker,
+        self.policy = WorkerGroup(PolicyWorker, "policy", cfg, world_size=cfg.policy.world_size,
+                                  num_cpus=cc.policy_cpus, num_gpus=cc.num_gpus_per_worker, placement=self.placement,
                                   distributed=True, model_path=policy_path, num_threads=trainer_threads)
         prm_path = cfg.model.prm_path or policy_path
-        self.prm = WorkerGroup(PRMWorker, "prm", cfg, num_cpus=cc.prm_cpus, num_gpus=cc.num_gpus_per_worker,
+        self.prm = WorkerGroup(PRMWorker, "prm", cfg, world_size=cfg.prm.world_size, num_cpus=cc.prm_cpus,
+                               num_gpus=cc.num_gpus_per_worker, placement=self.placement,
                                distributed=True, model_path=prm_path, init_from_policy=cfg.model.prm_path is None,
                                num_threads=trainer_threads)
+        self.weight_sync = WeightSync(cfg, self.policy, self.rollout)  # inprocess | reload | nccl | ipc
         self.weights_version = 0
         self.pending: tuple | None = None  # async rollout: (problems, refs, weights_version) of the next step
 
@@ -153,10 +160,14 @@ class RLTrainer:
         return rewards, prm_score
 
     def sync_weights(self) -> None:
-        state_refs = self.policy.submit("export_state_dict")
+        """Policy weights into every rollout worker (rollout is locked meanwhile; bounded by rollout.sync_timeout_s)."""
         self.weights_version += 1
-        self.rollout.get([a.update_weights.remote(state_refs[0], self.weights_version) for a in self.rollout.actors],
-                         stage="weight_sync")
+        self.weight_sync.sync(self.weights_version)
+
+    def shutdown(self) -> None:
+        """Kill every role's actors and free their placement groups."""
+        for group in (self.rollout, self.policy, self.prm):
+            group.kill()
 
     def submit_rollout(self) -> tuple:
         """Sample the prompts of a step and start its rollout on the weights the workers hold now."""

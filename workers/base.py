@@ -56,9 +56,10 @@ class BaseWorker:
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
                           WORLD_SIZE=str(self.world_size), LOCAL_RANK="0")
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if self.world_size == 1 and not torch.cuda.is_available():
-            # DeepSpeed JIT-builds a shared-memory all-reduce op for CPU (~60 s on first use); one rank has
-            # nothing to all-reduce, so mark the op unavailable and let it fall back to torch.distributed.
+        if not torch.cuda.is_available():
+            # DeepSpeed JIT-builds a shared-memory all-reduce op for CPU (~60 s on first use). Only its
+            # inference all-reduce (tensor-parallel inference) uses it; training collectives go through
+            # torch.distributed (gloo) either way, so mark the op unavailable at every world size.
             import deepspeed.ops
 
             deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False

@@ -37,15 +37,17 @@ class WorkerGroup:
     """`world_size` actors of class `cls`. Rank 0 hands out the rendezvous address when distributed."""
 
     def __init__(self, cls: type, role: str, cfg: RunConfig, world_size: int = 1, num_cpus: float = 0.5,
-                 num_gpus: float = 0.0, distributed: bool = False, **kwargs: Any) -> None:
+                 num_gpus: float = 0.0, distributed: bool = False, placement: Any = None, **kwargs: Any) -> None:
         self.role = role
         self.timeout = cfg.cluster.call_timeout_s
         self.restarts = 0
+        self.placement = placement  # a workers.placement.Placement: per-rank bundles, released on kill()
         remote_cls = ray.remote(cls)
         options = dict(num_cpus=num_cpus, num_gpus=num_gpus, runtime_env={"env_vars": worker_env()})
-        # Kept so that `restart` builds the very same actors again.
-        self._spawn = lambda: [remote_cls.options(**options).remote(cfg, rank=rank, world_size=world_size, **kwargs)
-                               for rank in range(world_size)]
+        per_rank = placement.options(role) if placement is not None else [{}] * world_size
+        # Kept so that `restart` builds the very same actors again, in the same bundles.
+        self._spawn = lambda: [remote_cls.options(**{**options, **per_rank[rank]}).remote(
+            cfg, rank=rank, world_size=world_size, **kwargs) for rank in range(world_size)]
         self.distributed = distributed
         self.actors = self._spawn()
         self._start()
@@ -61,18 +63,21 @@ class WorkerGroup:
         """Replace every rank (survivors of a distributed group would wait on the dead one forever).
 
         The new actors hold the initial weights; the caller loads the state it needs into them.
+        The placement bundles are kept: the new ranks land where the old ones were.
         """
-        self.kill()
+        self._kill_actors()
         self.restarts += 1
         self.actors = self._spawn()
         self._start()
 
-    def get(self, refs: Any, stage: str) -> Any:
+    def get(self, refs: Any, stage: str, timeout: float | None = None,
+            timeout_key: str = "cluster.call_timeout_s") -> Any:
+        timeout = self.timeout if timeout is None else timeout
         try:
-            return ray.get(refs, timeout=self.timeout)
+            return ray.get(refs, timeout=timeout)
         except ray.exceptions.GetTimeoutError:
-            raise RoleError(f"{self.role}: stage '{stage}' did not finish within {self.timeout:.0f} s "
-                            f"(cluster.call_timeout_s)") from None
+            raise RoleError(f"{self.role}: stage '{stage}' did not finish within {timeout:.0f} s "
+                            f"({timeout_key})") from None
         except ray.exceptions.RayActorError as e:
             cause = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise WorkerDied(self.role, f"{self.role}: worker died during stage '{stage}': {cause}") from None
@@ -89,9 +94,14 @@ class WorkerGroup:
     def run_rank0(self, method: str, *args: Any, stage: str | None = None, **kwargs: Any) -> Any:
         return self.get(getattr(self.actors[0], method).remote(*args, **kwargs), stage=stage or method)
 
-    def kill(self) -> None:
+    def _kill_actors(self) -> None:
         for a in self.actors:
             try:
                 ray.kill(a, no_restart=True)
             except Exception:  # already gone
                 pass
+
+    def kill(self) -> None:
+        self._kill_actors()
+        if self.placement is not None:
+            self.placement.release(self.role)

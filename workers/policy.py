@@ -13,9 +13,10 @@ from tdrm_rl.config import RunConfig
 from tdrm_rl.logprobs import token_logprobs
 from tdrm_rl.models import load_policy
 from workers.trainer import DeepSpeedWorker, micro_batches_per_step
+from workers.weight_sync import WeightSender
 
 
-class PolicyWorker(DeepSpeedWorker):
+class PolicyWorker(WeightSender, DeepSpeedWorker):
     role = "policy"
 
     def __init__(self, cfg: RunConfig, model_path: str, rank: int = 0, world_size: int = 1,

@@ -18,6 +18,7 @@ from tdrm_rl.generation import Generated, generate
 from tdrm_rl.logprobs import token_logprobs
 from tdrm_rl.models import load_policy
 from workers.base import BaseWorker
+from workers.weight_sync import WeightsLock
 
 
 class RolloutWorker(BaseWorker):
@@ -28,6 +29,7 @@ class RolloutWorker(BaseWorker):
         super().__init__(cfg, rank, world_size, num_threads)
         self.model_path = model_path
         self.weights_version = 0
+        self.lock = WeightsLock(f"rollout[{rank}]", cfg.rollout.sync_timeout_s)  # generation waits while weights move
 
     def setup(self) -> None:
         self.model, self.tokenizer = load_policy(self.model_path, trust_remote_code=self.cfg.model.trust_remote_code)
@@ -36,7 +38,7 @@ class RolloutWorker(BaseWorker):
     def generate(self, prompts: list[str], n: int, sampling: dict) -> Generated:
         """Sample `n` responses per prompt. `sampling`: temperature, top_p, max_new_tokens, stop_at_eos, and
         `stop` (a list of strings; a response ends right after the first one it generates, string included)."""
-        with self.timed("generate"):
+        with self.timed("generate"), self.lock.hold("generate"):
             return generate(self.model, self.tokenizer, prompts, n,
                             temperature=sampling.get("temperature", self.cfg.rollout.temperature),
                             top_p=sampling.get("top_p", self.cfg.rollout.top_p),
@@ -47,7 +49,7 @@ class RolloutWorker(BaseWorker):
 
     def update_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> int:
         """In-process load of the trainer's weights (CPU path); rejects a partial state dict."""
-        with self.timed("load_weights"):
+        with self.timed("load_weights"), self.lock.hold("update_weights"):
             missing, unexpected = self.model.load_state_dict(state_dict, strict=False)
             if missing or unexpected:
                 raise ValueError(f"rollout: weight sync mismatch, missing={missing[:5]} unexpected={unexpected[:5]}")
@@ -56,4 +58,14 @@ class RolloutWorker(BaseWorker):
 
     @torch.no_grad()
     def logprobs(self, batch: Batch) -> torch.Tensor:
-        return token_logprobs(self.model, batch.input_ids, batch.attention_mask) * batch.response_mask
+        with self.lock.hold("logprobs"):
+            return token_logprobs(self.model, batch.input_ids, batch.attention_mask) * batch.response_mask
+
+
+def rollout_worker_class(backend: str) -> type:
+    """The rollout role's class for `rollout.backend` (vllm is imported only inside its actor)."""
+    if backend == "vllm":
+        from workers.rollout_vllm import VLLMRolloutWorker
+
+        return VLLMRolloutWorker
+    return RolloutWorker

@@ -15,7 +15,8 @@ TINY = ["sft.steps=150", "data.eval_size=32", "rollout.prompts_per_step=4", "rol
 
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("model-cache"))
+    # TDRM_TEST_MODEL_CACHE: keep the SFT warm start between sessions (its folder name hashes every SFT knob).
+    return os.environ.get("TDRM_TEST_MODEL_CACHE") or str(tmp_path_factory.mktemp("model-cache"))
 
 
 def tiny_config(tmp_path, cache_dir, *extra):

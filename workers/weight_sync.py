@@ -1,0 +1,207 @@
+"""Trainer -> rollout weight sync: the mode a recipe picks, the trainer's side of each path, the driver's call.
+
+Modes (rollout.weight_sync):
+    inprocess  HF rollout worker: load_state_dict of policy rank 0's state dict (shipped by Ray).
+    reload     vLLM: the state dict goes into the engine through collective_rpc (CPU and GPU).
+    nccl       vLLM on separate GPUs: trainer rank 0 broadcasts flat buckets over a NCCL group
+               that it and every vLLM worker join (vLLM's StatelessProcessGroup + PyNcclCommunicator).
+    ipc        vLLM colocated with the trainer: CUDA IPC handles of the trainer's buckets.
+Under ZeRO-3 every policy rank takes part (the parameters are gathered bucket by bucket); rank 0 sends.
+Rollout is locked while weights move (WeightsLock), and a sync that overruns rollout.sync_timeout_s
+fails with an error naming the mode.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator
+
+import torch
+
+if TYPE_CHECKING:  # annotations only: the trainer side imports with torch alone
+    from tdrm_rl.config import RolloutConfig, RunConfig
+
+# Flat buckets of at most this many bytes: big enough to keep NCCL busy, small enough that a gathered
+# ZeRO-3 bucket is a modest extra allocation.
+BUCKET_BYTES = 256 * 1024 * 1024
+
+Plan = list[list[tuple[str, str, tuple[int, ...]]]]
+
+
+class WeightSyncError(RuntimeError):
+    """A weight sync failed or overran; the message names the mode and the key to change."""
+
+
+def uses_gpu(cfg: RunConfig) -> bool:
+    """The layout is a GPU one when the recipe gives GPUs to workers (the driver itself may have none)."""
+    return cfg.cluster.gpus_per_node > 0 or cfg.cluster.num_gpus_per_worker > 0
+
+
+def resolve_weight_sync(rc: RolloutConfig, colocate: bool, gpu: bool) -> str:
+    """`auto`: inprocess for hf; reload for vllm on CPU; ipc when colocated on GPU, else nccl."""
+    if rc.weight_sync != "auto":
+        return rc.weight_sync
+    if rc.backend == "hf":
+        return "inprocess"
+    if not gpu:
+        return "reload"
+    return "ipc" if colocate else "nccl"
+
+
+def bucket_plan(params: list[tuple[str, torch.dtype, tuple[int, ...]]], bucket_bytes: int = BUCKET_BYTES) -> Plan:
+    """Group parameters, in order, into single-dtype buckets of at most `bucket_bytes` (a big tensor gets its own)."""
+    plan: Plan = []
+    current: list[tuple[str, str, tuple[int, ...]]] = []
+    size, dtype = 0, None
+    for name, dt, shape in params:
+        nbytes = int(torch.Size(shape).numel()) * torch.empty((), dtype=dt).element_size()
+        if current and (dt != dtype or size + nbytes > bucket_bytes):
+            plan.append(current)
+            current, size = [], 0
+        current.append((name, str(dt).removeprefix("torch."), tuple(shape)))
+        size += nbytes
+        dtype = dt
+    if current:
+        plan.append(current)
+    return plan
+
+
+class WeightsLock:
+    """Generation waits while weights move; a stuck sync becomes a clear error, never a hang."""
+
+    def __init__(self, role: str, timeout_s: float) -> None:
+        self.role = role
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def hold(self, what: str) -> Iterator[None]:
+        if not self._lock.acquire(timeout=self.timeout_s):
+            raise WeightSyncError(f"{self.role}: '{what}' waited {self.timeout_s:.0f} s for the weights lock "
+                                  f"(a weight sync is still running; rollout.sync_timeout_s)")
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+
+class WeightSender:
+    """Mixin for the policy trainer (a DeepSpeedWorker): its side of the nccl and ipc paths."""
+
+    def _named_params(self) -> list[tuple[str, torch.nn.Parameter]]:
+        return list(self.engine.module.named_parameters())
+
+    def weight_plan(self, bucket_bytes: int = BUCKET_BYTES) -> Plan:
+        """Bucket plan over the full (unpartitioned) parameter shapes; ZeRO-3 keeps them in `ds_shape`."""
+        return bucket_plan([(n, p.dtype, tuple(getattr(p, "ds_shape", p.shape))) for n, p in self._named_params()],
+                           bucket_bytes)
+
+    @contextmanager
+    def _gathered(self, names: set[str]) -> Iterator[dict[str, torch.Tensor]]:
+        """Full tensors of one bucket; under ZeRO-3 every rank must enter (all-gather)."""
+        params = {n: p for n, p in self._named_params() if n in names}
+        if getattr(self.engine, "zero_optimization_partition_weights", lambda: False)():
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(params.values()), modifier_rank=None):
+                yield {n: p.data for n, p in params.items()}
+        else:
+            yield {n: p.data for n, p in params.items()}
+
+    def _flat_buckets(self, plan: Plan) -> Iterator[torch.Tensor]:
+        for bucket in plan:
+            with self._gathered({name for name, _, _ in bucket}) as full:
+                yield torch.cat([full[name].reshape(-1) for name, _, _ in bucket])
+
+    def weight_group_address(self) -> tuple[str, int]:
+        """A routable address for the weight group's store (engines may sit on other nodes)."""
+        import ray
+
+        from workers.base import free_port
+
+        return ray.util.get_node_ip_address(), free_port()
+
+    def init_weight_group(self, master_addr: str, master_port: int, world_size: int) -> int:
+        """Rank 0 joins the NCCL weight group as its rank 0 (the vLLM workers take ranks 1..)."""
+        if self.rank != 0:
+            return -1
+        from vllm.distributed.device_communicators.pynccl import PyNcclCommunicator
+        from vllm.distributed.utils import StatelessProcessGroup
+
+        group = StatelessProcessGroup.create(host=master_addr, port=master_port, rank=0, world_size=world_size)
+        self._weight_comm = PyNcclCommunicator(group, device=torch.cuda.current_device())
+        return 0
+
+    def broadcast_weights(self, plan: Plan) -> int:
+        """Every rank gathers (ZeRO-3); rank 0 broadcasts each flat bucket to the vLLM workers."""
+        sent = 0
+        for flat in self._flat_buckets(plan):
+            if self.rank == 0:
+                self._weight_comm.broadcast(flat, src=0, stream=torch.cuda.current_stream())
+                torch.cuda.current_stream().synchronize()
+                sent += 1
+        return sent
+
+    def ipc_weight_handles(self, plan: Plan) -> dict[str, list[Any]]:
+        """CUDA IPC handles of this rank's flat buckets, keyed by its GPU's UUID (kept alive until released)."""
+        from torch.multiprocessing.reductions import reduce_tensor
+
+        self._ipc_buffers = [flat.contiguous() for flat in self._flat_buckets(plan)]
+        torch.cuda.synchronize()
+        uuid = str(torch.cuda.get_device_properties(torch.cuda.current_device()).uuid)
+        return {uuid: [reduce_tensor(b) for b in self._ipc_buffers]}
+
+    def release_ipc_buffers(self) -> None:
+        self._ipc_buffers = []
+        torch.cuda.empty_cache()
+
+
+class WeightSync:
+    """The driver's side: set up the chosen path once, then `sync(version)` after every policy update."""
+
+    def __init__(self, cfg: RunConfig, policy: Any, rollout: Any) -> None:
+        self.policy, self.rollout = policy, rollout
+        self.timeout = cfg.rollout.sync_timeout_s
+        self.mode = resolve_weight_sync(cfg.rollout, cfg.cluster.colocate, uses_gpu(cfg))
+        self.plan: Plan | None = None
+        if self.mode in ("nccl", "ipc"):
+            self.plan = policy.run_rank0("weight_plan", stage="weight_plan")
+        if self.mode == "nccl":
+            self._init_nccl(cfg.rollout.tensor_parallel_size)
+
+    def _get(self, refs: Any, what: str) -> Any:
+        return self.rollout.get(refs, stage=f"weight_sync[{self.mode}] {what}", timeout=self.timeout,
+                                timeout_key="rollout.sync_timeout_s")
+
+    def _init_nccl(self, tp: int) -> None:
+        addr, port = self.policy.run_rank0("weight_group_address", stage="weight_group_address")
+        world = 1 + tp * len(self.rollout.actors)
+        refs = [self.policy.actors[0].init_weight_group.remote(addr, port, world)]
+        refs += [a.init_weight_group.remote(addr, port, 1 + i * tp, world) for i, a in enumerate(self.rollout.actors)]
+        self._get(refs, "init")
+
+    def sync(self, version: int) -> None:
+        """Move policy weights into every rollout worker; each must report `version` back."""
+        if self.mode in ("inprocess", "reload"):
+            state_refs = self.policy.submit("export_state_dict")  # every rank: ZeRO-3 gathers
+            versions = self._get([a.update_weights.remote(state_refs[0], version) for a in self.rollout.actors],
+                                 "load")
+            self._get(state_refs[1:], "export")
+        elif self.mode == "nccl":
+            send = self.policy.submit("broadcast_weights", self.plan)
+            recv = [a.receive_weights_nccl.remote(self.plan, version) for a in self.rollout.actors]
+            versions = self._get(recv, "receive")
+            self._get(send, "broadcast")
+        else:  # ipc
+            handles: dict[str, list[Any]] = {}
+            for part in self._get(self.policy.submit("ipc_weight_handles", self.plan), "handles"):
+                handles.update(part)
+            versions = self._get([a.load_weights_ipc.remote(self.plan, handles, version)
+                                  for a in self.rollout.actors], "load")
+            self._get(self.policy.submit("release_ipc_buffers"), "release")
+        if any(v != version for v in versions):
+            raise WeightSyncError(f"rollout: weight sync ({self.mode}) left versions {versions}, expected {version}")
