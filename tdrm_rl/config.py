@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -29,6 +29,17 @@ class DataConfig:
     eval_size: int = 500  # held-out problems for greedy / sampled evaluation
     step_delimiter: str = "\n\n"
     value_max: int = 99  # every intermediate value stays in [0, value_max]
+    # Real problems (tdrm_rl/tasks/): task reasoning_gym:<name> (e.g. reasoning_gym:gsm_symbolic), champ,
+    # jsonl or parquet (a GSM8K / MATH-format file at data.path).
+    path: Optional[str] = None  # jsonl / parquet task: the problem file
+    eval_path: Optional[str] = None  # jsonl / parquet: held-out problems; None = the last data.eval_size rows of path
+    format: str = "auto"  # jsonl / parquet rows: auto | gsm8k | math | plain (tdrm_rl/tasks/math_files.py)
+    prompt_key: Optional[str] = None  # question field; None = the format's (gsm8k: question, math: problem, ...)
+    answer_key: Optional[str] = None  # answer field; None = 'answer' (math: else the \boxed{} of 'solution')
+    on_bad_row: str = "error"  # "error": stop, naming the file and line; "skip": drop bad rows and count them
+    task_options: Dict[str, Any] = field(default_factory=dict)  # reasoning_gym: its dataset config's arguments
+    verify_timeout_s: float = 5.0  # deadline of one answer check (math-verify, reasoning-gym scorer), in a child
+    system_prompt: Optional[str] = None  # None = tdrm_rl.prompts.SYSTEM_PROMPT (blank-line steps, \boxed{} answer)
 
 
 @dataclass
@@ -162,7 +173,9 @@ class RunConfig:
 
 
 CHOICES = {
-    "data.task": ("arith",),
+    "data.task": ("arith", "reasoning_gym", "champ", "jsonl", "parquet"),  # reasoning_gym takes ':<name>'
+    "data.format": ("auto", "gsm8k", "math", "plain"),
+    "data.on_bad_row": ("error", "skip"),
     "rollout.backend": ("hf",),
     "prm.update": ("online", "frozen"),
     "prm.td_mode": ("nstep", "lambda"),
@@ -232,6 +245,8 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
     for dotted, allowed in CHOICES.items():
         section, name = dotted.split(".")
         value = getattr(getattr(cfg, section), name)
+        if dotted == "data.task" and isinstance(value, str):
+            value = value.split(":", 1)[0]  # reasoning_gym:<dataset>
         if value not in allowed:
             raise ConfigError(f"{source}: key '{dotted}' = {value!r}; expected one of {list(allowed)}")
     positive = ["rollout.group_size", "rollout.prompts_per_step", "rollout.max_new_tokens", "trainer.total_steps",
@@ -256,8 +271,32 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
     if cfg.rollout.group_size < 2 and cfg.algorithm.estimator in ("grpo", "drgrpo"):
         raise ConfigError(f"{source}: key 'rollout.group_size' must be >= 2 for GRPO")
     for key, path in (("model.policy_path", cfg.model.policy_path), ("model.prm_path", cfg.model.prm_path)):
-        if path is not None and not os.path.exists(path):
+        if path is not None and not os.path.exists(path) and not is_model_alias(path):
             raise ConfigError(f"{source}: key '{key}' names a missing path: {path}")
+    _validate_task(cfg.data, source)
+
+
+def is_model_alias(name: str) -> bool:
+    """A model name `tdrm-rl models fetch` knows (e.g. smollm2-135m), resolved from its cache at run time."""
+    from tdrm_rl.model_zoo import MODELS
+
+    return name in MODELS
+
+
+def _validate_task(data: DataConfig, source: str) -> None:
+    family, _, name = data.task.partition(":")
+    if family == "reasoning_gym" and not name:
+        raise ConfigError(f"{source}: key 'data.task' = {data.task!r}; name a dataset, e.g. reasoning_gym:gsm_symbolic")
+    if family != "reasoning_gym" and name:
+        raise ConfigError(f"{source}: key 'data.task' = {data.task!r}; only reasoning_gym takes ':<name>'")
+    if family in ("jsonl", "parquet") and not data.path:
+        raise ConfigError(f"{source}: key 'data.path' must name a .{family} file when data.task={family}")
+    for key in ("path", "eval_path"):
+        path = getattr(data, key)
+        if path is not None and not os.path.isfile(path):
+            raise ConfigError(f"{source}: key 'data.{key}' names a missing file: {path}")
+    if data.verify_timeout_s <= 0:
+        raise ConfigError(f"{source}: key 'data.verify_timeout_s' must be > 0")
 
 
 def to_yaml(cfg: RunConfig) -> str:

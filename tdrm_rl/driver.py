@@ -26,6 +26,7 @@ from tdrm_rl.collate import TokenTexts, collate
 from tdrm_rl.config import RunConfig, to_yaml
 from tdrm_rl.generation import Generated
 from tdrm_rl.prm_metrics import calibration, ranking_accuracy
+from tdrm_rl.prompts import PRMView, PromptedTask, same_tokenization
 from tdrm_rl.tasks import get_task
 from tdrm_rl.td import prm_td_loss, terminal_mask
 from tdrm_rl.tracking import MetricsLogger, format_table, plot_curves, read_metrics
@@ -64,6 +65,8 @@ class RLTrainer:
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(policy_path)
+        # Real-problem tasks hand out bare questions: render them with the policy's chat template.
+        self.task = PromptedTask(self.task, self.tokenizer, cfg.data.system_prompt)
         self.token_texts = TokenTexts(self.tokenizer)
         self.rng = random.Random(cfg.trainer.seed)
         self.eval_set = self.task.eval_problems(cfg.data.eval_size)
@@ -81,10 +84,22 @@ class RLTrainer:
         self.policy = WorkerGroup(PolicyWorker, "policy", cfg, num_cpus=cc.policy_cpus, num_gpus=cc.num_gpus_per_worker,
                                   distributed=True, model_path=policy_path, num_threads=trainer_threads)
         prm_path = cfg.model.prm_path or policy_path
+        # A PRM with its own tokenizer or template gets its own token ids (None: it reads the policy batch).
+        self.prm_view = self.make_prm_view(prm_path) if cfg.model.prm_path else None
         self.prm = WorkerGroup(PRMWorker, "prm", cfg, num_cpus=cc.prm_cpus, num_gpus=cc.num_gpus_per_worker,
                                distributed=True, model_path=prm_path, init_from_policy=cfg.model.prm_path is None,
                                num_threads=trainer_threads)
         self.weights_version = 0
+
+    def make_prm_view(self, prm_path: str) -> PRMView | None:
+        from transformers import AutoTokenizer
+
+        prm_tokenizer = AutoTokenizer.from_pretrained(prm_path)
+        if same_tokenization(self.tokenizer, prm_tokenizer):
+            return None
+        if prm_tokenizer.pad_token_id is None:
+            prm_tokenizer.pad_token = prm_tokenizer.eos_token
+        return PRMView(prm_tokenizer, self.cfg.data.system_prompt, self.cfg.data.step_delimiter)
 
     # ----- stages -------------------------------------------------------------------------------
     def generate(self, prompts: list[str], n: int, sampling: dict[str, Any]) -> Generated:
@@ -131,7 +146,8 @@ class RLTrainer:
                 batch = self.make_batch(gen, problems, rc.group_size)
                 batch.outcome = self.verify(gen.response_text, batch.meta["answer"])
             with timer("prm_values_and_logprobs"):
-                refs = {"step_logits": self.prm.submit("values", batch)[0]}
+                prm_batch = self.prm_view(batch, problems) if self.prm_view else batch
+                refs = {"step_logits": self.prm.submit("values", prm_batch)[0]}
                 if cfg.policy.mini_batches > 1:
                     refs["old_logprobs"] = self.policy.submit("logprobs", batch)[0]
                 if cfg.policy.kl_coef > 0:
@@ -139,6 +155,7 @@ class RLTrainer:
                 for name, ref in refs.items():
                     setattr(batch, name, self.prm.get(ref, stage=name) if name == "step_logits"
                             else self.policy.get(ref, stage=name))
+                prm_batch.step_logits = batch.step_logits
             with timer("advantages"):
                 batch.rewards, prm_score = self.blend(batch)
                 seq_adv = get_adv_estimator(cfg.algorithm.estimator)(batch.rewards, batch.group_ids,
@@ -146,7 +163,7 @@ class RLTrainer:
                 batch.advantages = broadcast_sequence_advantages(seq_adv, batch.response_mask)
             with timer("update"):
                 policy_ref = self.policy.submit("update", batch)
-                prm_ref = self.prm.submit("td_update", batch) if cfg.prm.update == "online" else None
+                prm_ref = self.prm.submit("td_update", prm_batch) if cfg.prm.update == "online" else None
                 metrics = self.policy.get(policy_ref, stage="policy_update")[0]
                 if prm_ref is not None:
                     metrics.update(self.prm.get(prm_ref, stage="prm_td_update")[0])
