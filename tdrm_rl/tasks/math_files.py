@@ -87,7 +87,7 @@ def _detect(row: dict, prompt_key: Optional[str], answer_key: Optional[str]) -> 
 def _text(row: dict, key: str, what: str) -> str:
     value = row.get(key)
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        got = "missing" if key not in row else f"not text ({type(value).__name__})"
+        got = "missing" if value is None else f"not text ({type(value).__name__})"  # parquet: null
         raise BadRow(f"{what} field '{key}' is {got}")
     text = str(value).strip()
     if not text:

@@ -67,6 +67,12 @@ def _dataset(name: str, seed: int, size: int, options: tuple) -> Any:
     return _datasets[key]
 
 
+def warm_in_child(name: str, options: tuple) -> bool:
+    """Import reasoning-gym and build the scorer's dataset once, before any check runs against a deadline."""
+    _dataset(name, 0, 1, options)
+    return True
+
+
 def score_in_child(name: str, options: tuple, answer: Optional[str], entry: dict) -> float:
     """The dataset's scorer on one answer (runs in the checker child)."""
     return float(_dataset(name, 0, 1, options).score_answer(answer, entry))
@@ -136,7 +142,8 @@ class ReasoningGymTask:
             if pred is None or len(pred) > MAX_ANSWER_CHARS:
                 return 0.0
             entry = answer.entry if isinstance(answer, GymAnswer) else {"answer": str(answer), "metadata": {}}
-            checker = shared_checker(f"reasoning-gym:{self.dataset}", self.verify_timeout_s)
+            checker = shared_checker(f"reasoning-gym:{self.dataset}:{self.options}", self.verify_timeout_s,
+                                     warmup=(warm_in_child, (self.dataset, self.options)))
             score = checker.call(score_in_child, self.dataset, self.options, pred.strip(), entry)
             return 1.0 if score is not None and score >= 1.0 else 0.0
         except Exception:  # a verifier scores garbage as wrong, it never crashes a rollout
