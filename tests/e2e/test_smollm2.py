@@ -45,12 +45,16 @@ def test_greedy_answers_a_simple_question(smollm2):
     from tdrm_rl.models import load_policy
 
     model, tok = load_policy(smollm2)
-    torch.set_num_threads(1)  # as the recipe: 2 threads on a shared 2-core box spin instead of compute
     assert not model.config.tie_word_embeddings  # untied for vLLM's weight reload
     assert torch.equal(model.lm_head.weight, model.get_input_embeddings().weight)  # ... with the same values
     prompt = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
                                      tokenize=False, add_generation_prompt=True)
-    out = generate(model, tok, [prompt], 1, temperature=0.0, max_new_tokens=16)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the recipe: 2 threads on a shared 2-core box spin instead of compute
+    try:
+        out = generate(model, tok, [prompt], 1, temperature=0.0, max_new_tokens=16)
+    finally:
+        torch.set_num_threads(threads)
     assert "Paris" in out.response_text[0], out.response_text[0]
 
 
