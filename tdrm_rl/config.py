@@ -274,6 +274,7 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         if path is not None and not os.path.exists(path) and not is_model_alias(path):
             raise ConfigError(f"{source}: key '{key}' names a missing path: {path}")
     _validate_task(cfg.data, source)
+    _validate_policy_for_task(cfg, source)
 
 
 def is_model_alias(name: str) -> bool:
@@ -297,6 +298,13 @@ def _validate_task(data: DataConfig, source: str) -> None:
             raise ConfigError(f"{source}: key 'data.{key}' names a missing file: {path}")
     if data.verify_timeout_s <= 0:
         raise ConfigError(f"{source}: key 'data.verify_timeout_s' must be > 0")
+
+
+def _validate_policy_for_task(cfg: RunConfig, source: str) -> None:
+    if cfg.model.policy_path is None and cfg.data.task != "arith":
+        raise ConfigError(f"{source}: key 'model.policy_path' is null, which means the embedded tiny model, "
+                          f"warm-started on the arith task only; data.task={cfg.data.task!r} needs a real model "
+                          "(e.g. model.policy_path=smollm2-135m)")
 
 
 def to_yaml(cfg: RunConfig) -> str:

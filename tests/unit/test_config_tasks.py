@@ -13,24 +13,33 @@ RECIPE = os.path.join(ROOT, "recipes", "grpo_tdrm.yaml")
 SMOLLM2 = os.path.join(ROOT, "recipes", "smollm2", "grpo_tdrm_gsm_symbolic.yaml")
 
 
+REAL = ["model.policy_path=smollm2-135m"]
+
+
 def test_reasoning_gym_task_takes_a_dataset_name():
-    assert load_config(RECIPE, ["data.task=reasoning_gym:chain_sum"]).data.task == "reasoning_gym:chain_sum"
+    assert load_config(RECIPE, REAL + ["data.task=reasoning_gym:chain_sum"]).data.task == "reasoning_gym:chain_sum"
     with pytest.raises(ConfigError, match="name a dataset, e.g. reasoning_gym:gsm_symbolic"):
-        load_config(RECIPE, ["data.task=reasoning_gym"])
+        load_config(RECIPE, REAL + ["data.task=reasoning_gym"])
     with pytest.raises(ConfigError, match="only reasoning_gym takes"):
-        load_config(RECIPE, ["data.task=champ:x"])
+        load_config(RECIPE, REAL + ["data.task=champ:x"])
     with pytest.raises(ConfigError, match="key 'data.task' = 'gsm8k'"):
-        load_config(RECIPE, ["data.task=gsm8k"])
+        load_config(RECIPE, REAL + ["data.task=gsm8k"])
+
+
+def test_real_tasks_need_a_real_model():
+    with pytest.raises(ConfigError, match="data.task='champ' needs a real model"):
+        load_config(RECIPE, ["data.task=champ"])
 
 
 def test_file_tasks_need_an_existing_path(tmp_path):
     with pytest.raises(ConfigError, match="key 'data.path' must name a .jsonl file"):
-        load_config(RECIPE, ["data.task=jsonl"])
+        load_config(RECIPE, REAL + ["data.task=jsonl"])
     with pytest.raises(ConfigError, match="key 'data.path' names a missing file"):
-        load_config(RECIPE, ["data.task=parquet", f"data.path={tmp_path}/none.parquet"])
+        load_config(RECIPE, REAL + ["data.task=parquet", f"data.path={tmp_path}/none.parquet"])
     path = tmp_path / "p.jsonl"
     path.write_text('{"question": "q", "answer": "#### 1"}\n')
-    cfg = load_config(RECIPE, ["data.task=jsonl", f"data.path={path}", "data.on_bad_row=skip", "data.answer_key=a"])
+    cfg = load_config(RECIPE, REAL + ["data.task=jsonl", f"data.path={path}", "data.on_bad_row=skip",
+                                      "data.answer_key=a"])
     assert (cfg.data.on_bad_row, cfg.data.answer_key) == ("skip", "a")
     with pytest.raises(ConfigError, match="key 'data.on_bad_row'"):
         load_config(RECIPE, ["data.on_bad_row=ignore"])
