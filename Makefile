@@ -2,6 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 RECIPE ?= recipes/grpo_tdrm.yaml
+IMAGE ?= tdrm-rl:0.1.0
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -10,7 +11,7 @@ export RAY_AUTH_MODE := disabled
 export TOKENIZERS_PARALLELISM := false
 export TORCH_EXTENSIONS_DIR := $(abspath $(VENV))/torch_extensions
 
-.PHONY: setup run sft test test-fast job clean help
+.PHONY: setup run sft test test-fast job docker clean help
 
 help:
 	@echo "make run        set up .venv, then train on the embedded default ($(RECIPE))"
@@ -18,6 +19,7 @@ help:
 	@echo "make test-fast  unit tests only"
 	@echo "make job        ray start --head + ray job submit of a 2-step run, then ray stop"
 	@echo "make sft        warm-start the embedded tiny policy (cached)"
+	@echo "make docker     build the GPU image (docker/Dockerfile) as $(IMAGE)"
 
 # torch is installed first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml
@@ -48,6 +50,10 @@ job: setup
 	$(VENV)/bin/ray job submit --address http://127.0.0.1:8265 --working-dir . -- \
 		$(abspath $(VENV))/bin/tdrm-rl train $(RECIPE) trainer.total_steps=2 $(ARGS); \
 		status=$$?; $(VENV)/bin/ray stop --force; exit $$status
+
+# Needs a Docker daemon (none runs on the CPU dev machines; tests/docker checks the file statically).
+docker:
+	docker build -f docker/Dockerfile -t $(IMAGE) .
 
 clean:
 	rm -rf runs .cache

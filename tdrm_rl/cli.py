@@ -45,10 +45,10 @@ def init_ray(cfg: RunConfig) -> bool:
 
 def resolve_models(cfg: RunConfig) -> None:
     """Model names (model.policy_path: smollm2-135m) -> their cached checkpoints, converted offline if needed."""
-    from tdrm_rl.model_zoo import resolve_model_path
+    from tdrm_rl.model_zoo import resolve_model_name
 
-    cfg.model.policy_path = resolve_model_path(cfg.model.policy_path, cfg.model.cache_dir)
-    cfg.model.prm_path = resolve_model_path(cfg.model.prm_path, cfg.model.cache_dir)
+    cfg.model.policy_path = resolve_model_name(cfg.model.policy_path, cfg.model.cache_dir)
+    cfg.model.prm_path = resolve_model_name(cfg.model.prm_path, cfg.model.cache_dir)
 
 
 def cmd_models(args: argparse.Namespace) -> int:

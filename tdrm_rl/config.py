@@ -7,6 +7,7 @@ errors that name the key and the recipe file.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
@@ -48,6 +49,7 @@ class ModelConfig:
     prm_path: Optional[str] = None  # HF path; None = initialise from the policy backbone
     cache_dir: str = ".cache/tdrm-rl"  # where the embedded model and its SFT warm start are cached
     trust_remote_code: bool = False
+    gradient_checkpointing: bool = False  # trade recompute for activation memory in the trained roles (real sizes)
     # Shape of the embedded tiny Qwen2 model (untied embeddings).
     hidden_size: int = 128
     num_layers: int = 4
@@ -83,6 +85,13 @@ class RolloutConfig:
     max_new_tokens: int = 96
     micro_batch_size: int = 128  # sequences per generate() call
     eval_temperature: float = 1.0  # sampled evaluation temperature
+    # vLLM engine (rollout.backend=vllm); ignored by the HF backend.
+    tensor_parallel_size: int = 1  # GPUs per engine
+    gpu_memory_utilization: float = 0.5  # share of each engine GPU for weights + KV cache
+    enable_sleep_mode: bool = False  # free vLLM memory while colocated trainers update
+    dtype: str = "auto"
+    weight_sync: str = "auto"  # auto | inprocess | reload | nccl | ipc
+    sync_timeout_s: float = 600.0
 
 
 @dataclass
@@ -91,6 +100,7 @@ class PolicyConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     zero_stage: int = 0
+    world_size: int = 1  # data-parallel ranks of the policy trainer
     micro_batch_size: int = 64
     mini_batches: int = 1  # optimizer steps per RL step
     clip_low: float = 0.2
@@ -106,6 +116,7 @@ class PRMConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     zero_stage: int = 0
+    world_size: int = 1  # data-parallel ranks of the PRM trainer
     micro_batch_size: int = 64
     epochs: int = 1
     td_mode: str = "nstep"  # "nstep" or "lambda"
@@ -156,6 +167,10 @@ class ClusterConfig:
     prm_cpus: float = 0.5
     num_gpus_per_worker: float = 0.0
     call_timeout_s: float = 1800.0  # every remote call is bounded
+    num_gpus: int = 0  # GPUs the recipe is sized for (0 = CPU run)
+    gpus_per_node: int = 0
+    colocate: bool = False  # roles share GPUs (fractional GPUs, vLLM sleep/wake) instead of separate GPUs
+    placement_strategy: str = "PACK"  # Ray placement group strategy for each role's bundles
 
 
 @dataclass
@@ -176,7 +191,9 @@ CHOICES = {
     "data.task": ("arith", "reasoning_gym", "champ", "jsonl", "parquet"),  # reasoning_gym takes ':<name>'
     "data.format": ("auto", "gsm8k", "math", "plain"),
     "data.on_bad_row": ("error", "skip"),
-    "rollout.backend": ("hf",),
+    "rollout.backend": ("hf", "vllm"),
+    "rollout.weight_sync": ("auto", "inprocess", "reload", "nccl", "ipc"),
+    "cluster.placement_strategy": ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
     "prm.update": ("online", "frozen"),
     "prm.td_mode": ("nstep", "lambda"),
     "prm.bootstrap": ("online", "ema"),
@@ -187,6 +204,12 @@ CHOICES = {
 }
 
 EXTENDS_KEY = "extends"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def is_hub_id(path: str) -> bool:
+    """`owner/name` that is not a local path: a Hugging Face repo id, resolved through the local HF cache."""
+    return bool(path) and not os.path.exists(path) and HUB_ID.match(path) is not None
 
 
 def _read_recipe(path: str, seen: tuple[str, ...] = ()) -> DictConfig:
@@ -251,12 +274,13 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
             raise ConfigError(f"{source}: key '{dotted}' = {value!r}; expected one of {list(allowed)}")
     positive = ["rollout.group_size", "rollout.prompts_per_step", "rollout.max_new_tokens", "trainer.total_steps",
                 "policy.micro_batch_size", "prm.micro_batch_size", "prm.n_step", "data.num_ops", "data.operand_max",
-                "rollout.num_workers", "policy.mini_batches", "sft.batch_size"]
+                "rollout.num_workers", "policy.mini_batches", "sft.batch_size", "rollout.tensor_parallel_size",
+                "policy.world_size", "prm.world_size"]
     for dotted in positive:
         section, name = dotted.split(".")
         if getattr(getattr(cfg, section), name) < 1:
             raise ConfigError(f"{source}: key '{dotted}' must be >= 1")
-    unit = ["prm.gamma", "prm.lam", "prm.ema_decay"]
+    unit = ["prm.gamma", "prm.lam", "prm.ema_decay", "rollout.gpu_memory_utilization"]
     for dotted in unit:
         section, name = dotted.split(".")
         if not 0.0 <= getattr(getattr(cfg, section), name) <= 1.0:
@@ -270,8 +294,12 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         raise ConfigError(f"{source}: key 'data.operators' = {cfg.data.operators!r}; use a subset of '+-*'")
     if cfg.rollout.group_size < 2 and cfg.algorithm.estimator in ("grpo", "drgrpo"):
         raise ConfigError(f"{source}: key 'rollout.group_size' must be >= 2 for GRPO")
+    if cfg.cluster.num_gpus and layout_gpus(cfg) != cfg.cluster.num_gpus:
+        raise ConfigError(f"{source}: key 'cluster.num_gpus' = {cfg.cluster.num_gpus}, but the role layout uses "
+                          f"{layout_gpus(cfg)} GPUs (rollout.num_workers x rollout.tensor_parallel_size + "
+                          f"policy.world_size + prm.world_size, or their max with cluster.colocate)")
     for key, path in (("model.policy_path", cfg.model.policy_path), ("model.prm_path", cfg.model.prm_path)):
-        if path is not None and not os.path.exists(path) and not is_model_alias(path):
+        if path is not None and not os.path.exists(path) and not is_hub_id(path) and not is_model_alias(path):
             raise ConfigError(f"{source}: key '{key}' names a missing path: {path}")
     _validate_task(cfg.data, source)
     _validate_policy_for_task(cfg, source)
@@ -305,6 +333,13 @@ def _validate_policy_for_task(cfg: RunConfig, source: str) -> None:
         raise ConfigError(f"{source}: key 'model.policy_path' is null, which means the embedded tiny model, "
                           f"warm-started on the arith task only; data.task={cfg.data.task!r} needs a real model "
                           "(e.g. model.policy_path=smollm2-135m)")
+
+
+def layout_gpus(cfg: RunConfig) -> int:
+    """GPUs the role layout occupies: separate roles add up; colocated roles share the largest group's GPUs."""
+    rollout = cfg.rollout.num_workers * cfg.rollout.tensor_parallel_size
+    groups = (rollout, cfg.policy.world_size, cfg.prm.world_size)
+    return max(groups) if cfg.cluster.colocate else sum(groups)
 
 
 def to_yaml(cfg: RunConfig) -> str:

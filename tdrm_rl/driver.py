@@ -25,6 +25,7 @@ from tdrm_rl.blend import aggregate_prm, blend_rewards
 from tdrm_rl.collate import TokenTexts, collate
 from tdrm_rl.config import RunConfig, to_yaml
 from tdrm_rl.generation import Generated
+from tdrm_rl.models import resolve_model_path
 from tdrm_rl.prm_metrics import calibration, ranking_accuracy
 from tdrm_rl.prompts import PRMView, PromptedTask, same_tokenization
 from tdrm_rl.tasks import get_task
@@ -64,7 +65,7 @@ class RLTrainer:
         self.task = get_task(cfg.data)
         from transformers import AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(policy_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(policy_path, "policy"))
         # Real-problem tasks hand out bare questions: render them with the policy's chat template.
         self.task = PromptedTask(self.task, self.tokenizer, cfg.data.system_prompt)
         self.token_texts = TokenTexts(self.tokenizer)
@@ -94,7 +95,7 @@ class RLTrainer:
     def make_prm_view(self, prm_path: str) -> PRMView | None:
         from transformers import AutoTokenizer
 
-        prm_tokenizer = AutoTokenizer.from_pretrained(prm_path)
+        prm_tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(prm_path, "PRM"))
         if same_tokenization(self.tokenizer, prm_tokenizer):
             return None
         if prm_tokenizer.pad_token_id is None:

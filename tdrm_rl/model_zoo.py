@@ -166,7 +166,7 @@ def fetch(name: str, cache_dir: str, install: bool = True, progress: bool = True
     return final
 
 
-def resolve_model_path(path_or_name: str | None, cache_dir: str) -> str | None:
+def resolve_model_name(path_or_name: str | None, cache_dir: str) -> str | None:
     """A checkpoint path as given, or the cached checkpoint of a known model name (converted if needed)."""
     if path_or_name is None or path_or_name not in MODELS or os.path.exists(path_or_name):
         return path_or_name

@@ -14,7 +14,7 @@ from transformers import (AutoModelForCausalLM, AutoModelForTokenClassification,
                           PreTrainedTokenizerBase, Qwen2Config, Qwen2ForCausalLM)
 from transformers.utils import logging as hf_logging
 
-from .config import ModelConfig
+from .config import ModelConfig, is_hub_id
 
 # Std of the fresh PRM head: small, so every initial value is ~sigmoid(0) = 0.5.
 PRM_HEAD_INIT_STD = 1e-3
@@ -56,11 +56,33 @@ def build_tiny_policy(tokenizer: PreTrainedTokenizerBase, cfg: ModelConfig, seed
     return model
 
 
-def _check_checkpoint(path: str, what: str) -> None:
-    if not path or not os.path.isdir(path):
+def resolve_model_path(path: str, what: str, hf_cache_dir: str | None = None) -> str:
+    """A local checkpoint directory for `path`: the path itself, or a hub id's snapshot in the HF cache.
+
+    Offline (HF_HUB_OFFLINE=1, the default) nothing is downloaded: the model must already be cached.
+    """
+    if path and os.path.isdir(path):
+        return path
+    if not is_hub_id(path):
         raise FileNotFoundError(f"{what} checkpoint not found: {path!r} is not a directory")
+    from huggingface_hub import snapshot_download
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "1") not in ("0", "false", "False")
+    try:
+        return snapshot_download(path, cache_dir=hf_cache_dir, local_files_only=offline, allow_patterns=["*.json", "*.safetensors",
+                                                                                 "*.model", "*.txt", "*.jinja"])
+    except Exception as e:
+        hint = ("download it first (`hf download " + path + "`) or set HF_HUB_OFFLINE=0" if offline
+                else "check the repo id and your network")
+        raise FileNotFoundError(f"{what} model {path!r} is not a local directory and could not be found in the "
+                                f"Hugging Face cache ({type(e).__name__}); {hint}") from None
+
+
+def _check_checkpoint(path: str, what: str) -> str:
+    path = resolve_model_path(path, what)
     if not os.path.isfile(os.path.join(path, "config.json")):
         raise ValueError(f"{what} checkpoint {path!r} is invalid: no config.json in it")
+    return path
 
 
 def _load_tokenizer(path: str, trust_remote_code: bool, what: str) -> PreTrainedTokenizerBase:
@@ -76,7 +98,7 @@ def _load_tokenizer(path: str, trust_remote_code: bool, what: str) -> PreTrained
 
 def load_policy(path: str, trust_remote_code: bool = False) -> tuple[Any, PreTrainedTokenizerBase]:
     """Load a causal-LM policy and its tokenizer (float32, safetensors only)."""
-    _check_checkpoint(path, "policy")
+    path = _check_checkpoint(path, "policy")
     tok = _load_tokenizer(path, trust_remote_code, "policy")
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True,
@@ -96,7 +118,7 @@ def load_prm(path: str, init_from_policy: bool, trust_remote_code: bool = False)
     With `init_from_policy`, `path` is a causal-LM checkpoint: the backbone comes from it and
     the scalar head is fresh (zero bias, tiny weights, so initial values are ~0.5).
     """
-    _check_checkpoint(path, "PRM")
+    path = _check_checkpoint(path, "PRM")
     tok = _load_tokenizer(path, trust_remote_code, "PRM")
     verbosity = hf_logging.get_verbosity()
     if init_from_policy:

@@ -35,6 +35,8 @@ class DeepSpeedWorker(BaseWorker):
         import deepspeed
 
         self.grad_accum = grad_accum
+        if self.cfg.model.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.999))

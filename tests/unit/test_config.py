@@ -94,3 +94,11 @@ def test_unknown_estimator_names_the_key_and_the_choices():
     with pytest.raises(ConfigError) as err:
         load_config(RECIPE, ["algorithm.estimator=ppo2"])
     assert "algorithm.estimator" in str(err.value) and "grpo" in str(err.value)
+
+
+def test_hub_ids_validate_but_a_missing_local_name_does_not() -> None:
+    """`owner/name` is a Hugging Face repo id (resolved at load time); a bare missing name is a typo."""
+    cfg = load_config(RECIPE, ["model.policy_path=Qwen/Qwen2.5-0.5B-Instruct"])
+    assert cfg.model.policy_path == "Qwen/Qwen2.5-0.5B-Instruct"
+    with pytest.raises(ConfigError, match="model.prm_path.*missing path: my_prm_checkpoint"):
+        load_config(RECIPE, ["model.prm_path=my_prm_checkpoint"])

@@ -6,7 +6,7 @@ import pytest
 
 from tdrm_rl import model_zoo
 from tdrm_rl.cli import main
-from tdrm_rl.model_zoo import MODELS, ModelFetchError, PackagedModel, fetch, locate_gguf, resolve_model_path
+from tdrm_rl.model_zoo import MODELS, ModelFetchError, PackagedModel, fetch, locate_gguf, resolve_model_name
 
 
 def test_unknown_model_name():
@@ -25,7 +25,7 @@ def test_missing_package_says_how_to_install(monkeypatch, tmp_path):
         fetch("nothing", str(tmp_path), install=False)
     # A run resolving the name never installs anything.
     with pytest.raises(ModelFetchError, match="not installed"):
-        resolve_model_path("nothing", str(tmp_path))
+        resolve_model_name("nothing", str(tmp_path))
 
 
 def test_installed_smollm2_wheel_ships_the_gguf():
@@ -36,8 +36,8 @@ def test_installed_smollm2_wheel_ships_the_gguf():
 
 
 def test_paths_pass_through(tmp_path):
-    assert resolve_model_path(None, "c") is None
-    assert resolve_model_path(str(tmp_path), "c") == str(tmp_path)
+    assert resolve_model_name(None, "c") is None
+    assert resolve_model_name(str(tmp_path), "c") == str(tmp_path)
     assert model_zoo.cache_path("smollm2-135m", str(tmp_path)) == str(tmp_path / "models" / "smollm2-135m")
 
 

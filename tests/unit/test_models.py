@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 import torch
 
 from tdrm_rl.config import ModelConfig
-from tdrm_rl.models import (build_tiny_policy, load_policy, load_prm, position_ids_from_mask, prm_step_logits,
+from tdrm_rl.models import (build_tiny_policy, load_policy, load_prm, resolve_model_path, position_ids_from_mask, prm_step_logits,
                             set_cpu_defaults)
 
 SMALL = ModelConfig(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64)
@@ -70,6 +71,21 @@ def test_load_errors_name_the_path(tmp_path) -> None:
     empty.mkdir()
     with pytest.raises(ValueError, match="empty"):
         load_policy(str(empty))
+
+
+def test_hub_id_resolves_through_the_hf_cache(policy_dir, tmp_path) -> None:
+    """A recipe may name `owner/name`: offline it is read from the HF cache layout, never downloaded."""
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--acme--tiny-math" / "snapshots" / ("0" * 40)
+    shutil.copytree(policy_dir, snapshot)
+    (cache / "models--acme--tiny-math" / "refs").mkdir()
+    (cache / "models--acme--tiny-math" / "refs" / "main").write_text("0" * 40)
+    assert resolve_model_path("acme/tiny-math", "policy", hf_cache_dir=str(cache)) == str(snapshot)
+    assert resolve_model_path(policy_dir, "policy") == policy_dir
+    with pytest.raises(FileNotFoundError, match="'acme/absent' is not a local directory.*Hugging Face cache"):
+        resolve_model_path("acme/absent", "policy", hf_cache_dir=str(cache))
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        resolve_model_path(str(tmp_path / "a" / "b" / "c"), "policy")
 
 
 def test_prm_from_policy_backbone_and_fresh_head(tok, policy_dir, tmp_path) -> None:
