@@ -76,7 +76,7 @@ def test_smollm2_recipe_runs_three_rl_steps(ray_local, smollm2, smollm2_cache, t
     rows = [json.loads(line) for line in open(os.path.join(cfg.trainer.output_dir, "metrics.jsonl"))]
     steps = [r for r in rows if "prm/td_loss" in r]
     assert [r["step"] for r in steps] == [1, 2, 3]
-    assert all(math.isfinite(r["prm/td_loss"]) and r["response/steps_mean"] >= 1 for r in steps)
+    assert all(math.isfinite(r["prm/td_loss"]) and r["response/steps_mean"] > 0 for r in steps)
     assert "eval/greedy_accuracy" in steps[-1] and summary["eval_problems"] == 4
     after = trainer.policy.run_rank0("export_state_dict")["model.layers.0.mlp.up_proj.weight"]
     assert (after - before).abs().max().item() > 0
