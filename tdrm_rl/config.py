@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -30,14 +30,20 @@ class DataConfig:
     eval_size: int = 500  # held-out problems for greedy / sampled evaluation
     step_delimiter: str = "\n\n"
     value_max: int = 99  # every intermediate value stays in [0, value_max]
-    # Train set and epochs. arith: 0 = an endless seeded stream of fresh problems (no epochs), N > 0 = a fixed
-    # pool of N problems, reshuffled every epoch. jsonl: 0 = every row, N > 0 = the first N rows.
+    # Train set and epochs. 0 = an endless seeded stream (arith) or every training row (files), N > 0 = a
+    # fixed pool of the first N problems, reshuffled every epoch.
     train_size: int = 0
-    path: Optional[str] = None  # jsonl task: one JSON object per line
-    eval_path: Optional[str] = None  # jsonl task: held-out rows; None = the last data.eval_size rows of data.path
-    prompt_key: str = "prompt"  # jsonl task: field holding the model input
-    answer_key: str = "answer"  # jsonl task: field holding the reference answer
-    on_bad_row: str = "error"  # jsonl task: "error" names the first bad line; "skip" drops and counts bad lines
+    # Real problems (tdrm_rl/tasks/): task reasoning_gym:<name> (e.g. reasoning_gym:gsm_symbolic), champ,
+    # jsonl or parquet (a GSM8K / MATH-format file at data.path).
+    path: Optional[str] = None  # jsonl / parquet task: the problem file
+    eval_path: Optional[str] = None  # jsonl / parquet: held-out problems; None = the last data.eval_size rows of path
+    format: str = "auto"  # jsonl / parquet rows: auto | gsm8k | math | plain (tdrm_rl/tasks/math_files.py)
+    prompt_key: Optional[str] = None  # question field; None = the format's (gsm8k: question, math: problem, ...)
+    answer_key: Optional[str] = None  # answer field; None = 'answer' (math: else the \boxed{} of 'solution')
+    on_bad_row: str = "error"  # "error": stop, naming the file and line; "skip": drop bad rows and count them
+    task_options: Dict[str, Any] = field(default_factory=dict)  # reasoning_gym: its dataset config's arguments
+    verify_timeout_s: float = 5.0  # deadline of one answer check (math-verify, reasoning-gym scorer), in a child
+    system_prompt: Optional[str] = None  # None = tdrm_rl.prompts.SYSTEM_PROMPT (blank-line steps, \boxed{} answer)
 
 
 @dataclass
@@ -213,7 +219,8 @@ class RunConfig:
 
 
 CHOICES = {
-    "data.task": ("arith", "jsonl"),
+    "data.task": ("arith", "reasoning_gym", "champ", "jsonl", "parquet"),  # reasoning_gym takes ':<name>'
+    "data.format": ("auto", "gsm8k", "math", "plain"),
     "data.on_bad_row": ("error", "skip"),
     "rollout.backend": ("hf", "vllm"),
     "rollout.weight_sync": ("auto", "inprocess", "reload", "nccl", "ipc"),
@@ -296,6 +303,8 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
     for dotted, allowed in CHOICES.items():
         section, name = dotted.split(".")
         value = getattr(getattr(cfg, section), name)
+        if dotted == "data.task" and isinstance(value, str):
+            value = value.split(":", 1)[0]  # reasoning_gym:<dataset>
         if value not in allowed:
             raise ConfigError(f"{source}: key '{dotted}' = {value!r}; expected one of {list(allowed)}")
     positive = ["rollout.group_size", "rollout.prompts_per_step", "rollout.max_new_tokens", "trainer.total_steps",
@@ -335,12 +344,11 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         raise ConfigError(f"{source}: key 'cluster.num_gpus' = {cfg.cluster.num_gpus}, but the role layout uses "
                           f"{layout_gpus(cfg)} GPUs (rollout.num_workers x rollout.tensor_parallel_size + "
                           f"policy.world_size + prm.world_size, or their max with cluster.colocate)")
-    for key, path in (("model.policy_path", cfg.model.policy_path), ("model.prm_path", cfg.model.prm_path),
-                      ("data.path", cfg.data.path), ("data.eval_path", cfg.data.eval_path)):
-        if path is not None and not os.path.exists(path) and not (key.startswith("model.") and is_hub_id(path)):
+    for key, path in (("model.policy_path", cfg.model.policy_path), ("model.prm_path", cfg.model.prm_path)):
+        if path is not None and not os.path.exists(path) and not is_hub_id(path) and not is_model_alias(path):
             raise ConfigError(f"{source}: key '{key}' names a missing path: {path}")
-    if cfg.data.task == "jsonl" and not cfg.data.path:
-        raise ConfigError(f"{source}: key 'data.path' must name a .jsonl file when data.task=jsonl")
+    _validate_task(cfg.data, source)
+    _validate_policy_for_task(cfg, source)
     for dotted in ("data.train_size", "trainer.keep_checkpoints", "cluster.max_restarts"):
         section, name = dotted.split(".")
         if getattr(getattr(cfg, section), name) < 0:
@@ -350,6 +358,36 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
     resume = cfg.trainer.resume
     if resume not in ("auto", "none") and not os.path.isdir(resume):
         raise ConfigError(f"{source}: key 'trainer.resume' = {resume!r}; expected auto, none or a checkpoint directory")
+
+
+def is_model_alias(name: str) -> bool:
+    """A model name `tdrm-rl models fetch` knows (e.g. smollm2-135m), resolved from its cache at run time."""
+    from tdrm_rl.model_zoo import MODELS
+
+    return name in MODELS
+
+
+def _validate_task(data: DataConfig, source: str) -> None:
+    family, _, name = data.task.partition(":")
+    if family == "reasoning_gym" and not name:
+        raise ConfigError(f"{source}: key 'data.task' = {data.task!r}; name a dataset, e.g. reasoning_gym:gsm_symbolic")
+    if family != "reasoning_gym" and name:
+        raise ConfigError(f"{source}: key 'data.task' = {data.task!r}; only reasoning_gym takes ':<name>'")
+    if family in ("jsonl", "parquet") and not data.path:
+        raise ConfigError(f"{source}: key 'data.path' must name a .{family} file when data.task={family}")
+    for key in ("path", "eval_path"):
+        path = getattr(data, key)
+        if path is not None and not os.path.isfile(path):
+            raise ConfigError(f"{source}: key 'data.{key}' names a missing file: {path}")
+    if data.verify_timeout_s <= 0:
+        raise ConfigError(f"{source}: key 'data.verify_timeout_s' must be > 0")
+
+
+def _validate_policy_for_task(cfg: RunConfig, source: str) -> None:
+    if cfg.model.policy_path is None and cfg.data.task != "arith":
+        raise ConfigError(f"{source}: key 'model.policy_path' is null, which means the embedded tiny model, "
+                          f"warm-started on the arith task only; data.task={cfg.data.task!r} needs a real model "
+                          "(e.g. model.policy_path=smollm2-135m)")
 
 
 def layout_gpus(cfg: RunConfig) -> int:

@@ -32,6 +32,7 @@ from tdrm_rl.health import response_counts
 from tdrm_rl.prm_metrics import calibration, ranking_accuracy
 from tdrm_rl.sampler import TrainSampler
 from tdrm_rl.stop import RunStopped, StopSignals
+from tdrm_rl.prompts import PRMView, PromptedTask, same_tokenization
 from tdrm_rl.tasks import get_task
 from tdrm_rl.td import prm_td_loss, terminal_mask
 from tdrm_rl.tokenizer import step_delimiter_problem
@@ -79,6 +80,8 @@ class RLTrainer:
         if problem:  # before any worker starts: without the delimiter there are no steps for the PRM to score
             raise ConfigError(f"key 'data.step_delimiter' = {cfg.data.step_delimiter!r} does not fit the tokenizer "
                               f"of {policy_path}: {problem}")
+        # Real-problem tasks hand out bare questions: render them with the policy's chat template.
+        self.task = PromptedTask(self.task, self.tokenizer, cfg.data.system_prompt)
         self.token_texts = TokenTexts(self.tokenizer)
         self.sampler = TrainSampler(self.task, cfg.data.train_size, cfg.trainer.seed)
         self.rng = self.sampler.rng
@@ -103,6 +106,8 @@ class RLTrainer:
                                   num_cpus=cc.policy_cpus, num_gpus=cc.num_gpus_per_worker, placement=self.placement,
                                   distributed=True, model_path=policy_path, num_threads=trainer_threads)
         prm_path = cfg.model.prm_path or policy_path
+        # A PRM with its own tokenizer or template gets its own token ids (None: it reads the policy batch).
+        self.prm_view = self.make_prm_view(prm_path) if cfg.model.prm_path else None
         self.prm = WorkerGroup(PRMWorker, "prm", cfg, world_size=cfg.prm.world_size, num_cpus=cc.prm_cpus,
                                num_gpus=cc.num_gpus_per_worker, placement=self.placement,
                                distributed=True, model_path=prm_path, init_from_policy=cfg.model.prm_path is None,
@@ -125,6 +130,16 @@ class RLTrainer:
         for group in (getattr(self, n, None) for n in ("rollout", "policy", "prm")):
             if group is not None:
                 group.kill()
+
+    def make_prm_view(self, prm_path: str) -> PRMView | None:
+        from transformers import AutoTokenizer
+
+        prm_tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(prm_path, "PRM"))
+        if same_tokenization(self.tokenizer, prm_tokenizer):
+            return None
+        if prm_tokenizer.pad_token_id is None:
+            prm_tokenizer.pad_token = prm_tokenizer.eos_token
+        return PRMView(prm_tokenizer, self.cfg.data.system_prompt, self.cfg.data.step_delimiter)
 
     # ----- stages -------------------------------------------------------------------------------
     def generate(self, prompts: list[str], n: int, sampling: dict[str, Any]) -> Generated:
@@ -204,7 +219,8 @@ class RLTrainer:
                     batch = self.make_batch(gen, problems, rc.group_size)
                     batch.outcome = self.verify(gen.response_text, batch.meta["answer"])
             with timer("prm_values_and_logprobs"):
-                refs = {"step_logits": self.prm.submit("values", batch)[0]}
+                prm_batch = self.prm_view(batch, problems) if self.prm_view else batch
+                refs = {"step_logits": self.prm.submit("values", prm_batch)[0]}
                 if cfg.trainer.async_rollout:  # off-policy by a step: ratios against the behaviour policy
                     batch.old_logprobs = batch.rollout_logprobs
                 elif cfg.policy.mini_batches > 1:
@@ -214,18 +230,20 @@ class RLTrainer:
                 for name, ref in refs.items():
                     setattr(batch, name, self.prm.get(ref, stage=name) if name == "step_logits"
                             else self.policy.get(ref, stage=name))
+                prm_batch.step_logits = batch.step_logits
             prm_metrics = None
             if cfg.prm.update == "online_before":  # the critic learns from this batch before it judges it
                 with timer("prm_update_before"):
-                    prm_metrics = self.prm.get(self.prm.submit("td_update", batch)[0], stage="prm_td_update")
-                    batch.step_logits = self.prm.get(self.prm.submit("values", batch)[0], stage="step_logits")
+                    prm_metrics = self.prm.get(self.prm.submit("td_update", prm_batch)[0], stage="prm_td_update")
+                    batch.step_logits = self.prm.get(self.prm.submit("values", prm_batch)[0], stage="step_logits")
+                    prm_batch.step_logits = batch.step_logits
             with timer("advantages"):
                 batch.rewards, prm_score = self.blend(batch)
                 estimate, token_rewards = compute_advantages(batch, cfg, batch.rewards)
                 batch.advantages = estimate.advantages
             with timer("update"):
                 policy_ref = self.policy.submit("update", batch)
-                prm_ref = self.prm.submit("td_update", batch) if self.prm_updates_after(step) else None
+                prm_ref = self.prm.submit("td_update", prm_batch) if self.prm_updates_after(step) else None
                 metrics = self.policy.get(policy_ref, stage="policy_update")[0]
                 if prm_ref is not None:
                     metrics.update(self.prm.get(prm_ref, stage="prm_td_update")[0])

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass
 from typing import Any, Optional
+
+from .answers import extract_boxed
+from .base import Problem
 
 DELIMITER = "\n\n"
 OPERATORS = "+-*"
@@ -23,15 +25,6 @@ EVAL_BUCKETS = 100
 _BOXED = "\\boxed{"
 # A verifiable answer longer than this is garbage; checking it would only cost time.
 _MAX_ANSWER_CHARS = 1000
-
-
-@dataclass
-class Problem:
-    """One task instance. `prompt` is the full model input; `solution` the target response."""
-
-    prompt: str
-    answer: str
-    solution: str
 
 
 def canonical_key(start: int, ops: list[tuple[str, int]]) -> str:
@@ -62,6 +55,7 @@ class ArithTask:
     """
 
     name = "arith"
+    needs_template = False  # its compact prompt is the model input (char-level tiny model)
 
     def __init__(self, num_ops: int, operand_max: int, operators: str = OPERATORS, seed: int = 0,
                  value_max: int = 99) -> None:
@@ -189,24 +183,6 @@ def _canonical_int(text: str) -> Optional[str]:
         return None
     digits = text.lstrip("0") or "0"
     return ("" if digits == "0" else sign) + digits
-
-
-def extract_boxed(response: str) -> Optional[str]:
-    """Content of the last \\boxed{...} (braces balanced), or None. Linear time."""
-    start = response.rfind(_BOXED)
-    if start < 0:
-        return None
-    i = start + len(_BOXED)
-    depth = 1
-    for j in range(i, len(response)):
-        c = response[j]
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return response[i:j]
-    return None
 
 
 def verify(response: Any, answer: Any) -> float:

@@ -13,7 +13,14 @@ from tdrm_rl.config import is_hub_id, layout_gpus, load_config
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 RECIPES = sorted(glob.glob(os.path.join(ROOT, "recipes", "**", "*.yaml"), recursive=True))
-FAMILY_RECIPES = [r for r in RECIPES if os.path.dirname(r) != os.path.join(ROOT, "recipes")]
+
+
+def _sized_for_gpus(path: str) -> bool:
+    """GPU-cluster family recipes declare their GPU count; CPU ones (recipes/smollm2/) do not."""
+    return bool((yaml.safe_load(open(path)).get("cluster") or {}).get("num_gpus"))
+
+
+FAMILY_RECIPES = [r for r in RECIPES if os.path.dirname(r) != os.path.join(ROOT, "recipes") and _sized_for_gpus(r)]
 
 # The families the project ships recipes for, and the HF architecture each one loads as.
 FAMILIES = {
