@@ -79,6 +79,13 @@ class Batch:
                 out[name] = t[:, cols]
         return replace(self, **out)
 
+    def to(self, device: torch.device | str) -> "Batch":
+        """Every tensor on `device` (a no-op on CPU): workers train on the accelerator their engine uses."""
+        if torch.device(device) == self.input_ids.device:
+            return self
+        return replace(self, **{n: (t.to(device, non_blocking=True) if t is not None else None)
+                                for n, t in self._tensors().items()})
+
     def _tensors(self) -> dict[str, Optional[torch.Tensor]]:
         return {name: getattr(self, name) for name in TENSOR_FIELDS}
 

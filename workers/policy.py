@@ -36,11 +36,12 @@ class PolicyWorker(WeightSender, DeepSpeedWorker):
         if pc.kl_coef > 0:
             self.reference, _ = load_policy(self.model_path, trust_remote_code=self.cfg.model.trust_remote_code)
             self.reference.eval().requires_grad_(False)
+            self.reference.to(self.device, dtype=next(self.engine.module.parameters()).dtype)
         self.loss_fn = get_policy_loss("ppo_clip")
 
     @torch.no_grad()
     def _logprobs(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-        parts = [token_logprobs(model, mb.input_ids, mb.attention_mask)
+        parts = [token_logprobs(model, mb.input_ids.to(self.device), mb.attention_mask.to(self.device)).float().cpu()
                  for mb in batch.chunk(self.cfg.policy.micro_batch_size)]
         width = batch.input_ids.shape[1]
         return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts]) * batch.response_mask
@@ -70,7 +71,7 @@ class PolicyWorker(WeightSender, DeepSpeedWorker):
             for mb_index, mb_rows in enumerate(torch.tensor_split(order, pc.mini_batches)):
                 mini = shard.select(mb_rows)
                 for rows in self.accumulation_chunks(len(mini)):
-                    chunk = mini.select(rows).trim()
+                    chunk = mini.select(rows).trim().to(self.device)
                     logp, entropy = token_logprobs(self.engine, chunk.input_ids, chunk.attention_mask,
                                                    with_entropy=True)
                     mask = chunk.response_mask

@@ -69,7 +69,8 @@ class PRMWorker(DeepSpeedWorker):
         parts = []
         for mb in batch.chunk(self.cfg.prm.micro_batch_size):
             mb = mb.trim()
-            parts.append(prm_step_logits(model, mb.input_ids, mb.attention_mask, mb.step_ends, mb.step_mask))
+            mb = mb.to(self.device)
+            parts.append(prm_step_logits(model, mb.input_ids, mb.attention_mask, mb.step_ends, mb.step_mask).float().cpu())
         return torch.cat(parts)
 
     def values(self, batch: Batch) -> torch.Tensor:
@@ -136,7 +137,8 @@ class PRMWorker(DeepSpeedWorker):
                 chunk = shard.select(rows)
                 chunk_targets = targets.index_select(0, rows)
                 chunk_mask = loss_mask.index_select(0, rows)
-                chunk = chunk.trim()
+                chunk = chunk.trim().to(self.device)
+                chunk_targets, chunk_mask = chunk_targets.to(self.device), chunk_mask.to(self.device)
                 logits = prm_step_logits(self.engine, chunk.input_ids, chunk.attention_mask, chunk.step_ends,
                                          chunk.step_mask)
                 loss = prm_td_loss(logits, chunk_targets, chunk_mask, terminal_weight)

@@ -33,6 +33,10 @@ class RolloutWorker(BaseWorker):
 
     def setup(self) -> None:
         self.model, self.tokenizer = load_policy(self.model_path, trust_remote_code=self.cfg.model.trust_remote_code)
+        if torch.cuda.is_available():  # the actor was given a GPU: generate there, bf16 unless the recipe says
+            dtype = {"auto": torch.bfloat16, "bfloat16": torch.bfloat16, "float16": torch.float16,
+                     "float32": torch.float32}[self.cfg.rollout.dtype]
+            self.model.to("cuda", dtype=dtype)
         self.model.eval()
 
     def generate(self, prompts: list[str], n: int, sampling: dict) -> Generated:
@@ -59,7 +63,9 @@ class RolloutWorker(BaseWorker):
     @torch.no_grad()
     def logprobs(self, batch: Batch) -> torch.Tensor:
         with self.lock.hold("logprobs"):
-            return token_logprobs(self.model, batch.input_ids, batch.attention_mask) * batch.response_mask
+            device = next(self.model.parameters()).device
+            logp = token_logprobs(self.model, batch.input_ids.to(device), batch.attention_mask.to(device))
+            return logp.float().cpu() * batch.response_mask
 
 
 def rollout_worker_class(backend: str) -> type:

@@ -19,6 +19,8 @@ def deepspeed_config(zero_stage: int, micro_batch_size: int, grad_accum: int, gr
         "train_batch_size": micro_batch_size * grad_accum * world_size,
         "gradient_clipping": grad_clip,
         "zero_optimization": {"stage": zero_stage},
+        # The NaN guard's GuardedAdamW is torch AdamW plus a skip flag; DeepSpeed only knows AdamW by exact type.
+        "zero_allow_untested_optimizer": True,
         "bf16": {"enabled": bf16},
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
@@ -56,6 +58,11 @@ class DeepSpeedWorker(BaseWorker):
         config = deepspeed_config(zero_stage, micro_batch_size, grad_accum, grad_clip, self.world_size, bf16)
         engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
         return engine
+
+    @property
+    def device(self) -> torch.device:
+        """Where DeepSpeed put the model (cuda:LOCAL_RANK on GPU, cpu here); batches move there per chunk."""
+        return torch.device(self.engine.device)
 
     def rows_for_rank(self, num_rows: int) -> list[int]:
         """Data parallel shard: rank r trains rows r, r + W, r + 2W, ..."""
@@ -105,6 +112,11 @@ class DeepSpeedWorker(BaseWorker):
                                if grads else float("nan"))
             if not math.isfinite(self._grad_norm):
                 self._nonfinite = True
+        if boundary and self.world_size > 1:
+            # Ranks see different losses; all must skip together or their weights drift apart.
+            flag = torch.tensor([float(getattr(self, "_nonfinite", False))], device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            self._nonfinite = bool(flag.item())
         if boundary and getattr(self, "_nonfinite", False):
             self.guarded_optimizer.skip_next = True
             self.skipped_updates = getattr(self, "skipped_updates", 0) + 1
