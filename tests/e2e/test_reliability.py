@@ -266,7 +266,6 @@ def test_killed_actors_are_restarted_and_the_run_completes(ray_local, tmp_path, 
     trainer = RLTrainer(cfg, tiny_policy)
     rollout_pid, policy_pid = trainer.rollout.run_rank0("pid"), trainer.policy.run_rank0("pid")
     out = cfg.trainer.output_dir
-    metrics = os.path.join(out, "metrics.jsonl")
 
     def kill_mid_run():
         wait_for(lambda: os.path.exists(os.path.join(out, "checkpoints", "step_000001", COMPLETE)), 600)
