@@ -188,5 +188,8 @@ def load_checkpoint(trainer: Any, path: str) -> int:
             raise ValueError(f"checkpoint {path}: {group.role} had {len(ranks)} ranks, this run has "
                              f"{len(group.actors)}")
         group.get([a.set_rng_state.remote(r) for a, r in zip(group.actors, ranks)], stage="load_rng")
+    live_restarts = trainer.counters.get("restarts", 0)
     trainer.counters.update(state.get("counters", {}))
+    # Restarts are history, not state: going back to a checkpoint after a restart must not forget it.
+    trainer.counters["restarts"] = max(live_restarts, trainer.counters.get("restarts", 0))
     return int(state["step"])

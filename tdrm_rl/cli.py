@@ -73,8 +73,9 @@ def cmd_train(cfg: RunConfig) -> int:
     policy_path = ensure_policy(cfg, progress=cfg.trainer.progress)
     import ray
 
-    from tdrm_rl.driver import RLTrainer
+    from tdrm_rl.driver import RLTrainer, check_inputs
 
+    check_inputs(cfg, policy_path)  # bad data or tokenizer: fail before a cluster starts
     started = init_ray(cfg)
     trainer = None
     try:

@@ -69,19 +69,28 @@ def thread_split(cfg: RunConfig) -> tuple[int, int]:
     return cores, max(1, cores // 2)
 
 
+def check_inputs(cfg: RunConfig, policy_path: str) -> tuple[Any, Any]:
+    """The task (every data row read and checked) and the policy tokenizer (it must carry the step delimiter).
+
+    Cheap and worker-free: the CLI calls it before starting Ray, so bad input never starts a cluster.
+    """
+    task = get_task(cfg.data)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(policy_path, "policy"),
+                                              trust_remote_code=cfg.model.trust_remote_code)
+    problem = step_delimiter_problem(tokenizer, cfg.data.step_delimiter)
+    if problem:  # without the delimiter there are no steps for the PRM to score
+        raise ConfigError(f"key 'data.step_delimiter' = {cfg.data.step_delimiter!r} does not fit the tokenizer "
+                          f"of {policy_path}: {problem}")
+    # Real-problem tasks hand out bare questions: render them with the policy's chat template.
+    return PromptedTask(task, tokenizer, cfg.data.system_prompt), tokenizer
+
+
 class RLTrainer:
     def __init__(self, cfg: RunConfig, policy_path: str) -> None:
         self.cfg = cfg
-        self.task = get_task(cfg.data)
-        from transformers import AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(policy_path, "policy"), trust_remote_code=cfg.model.trust_remote_code)
-        problem = step_delimiter_problem(self.tokenizer, cfg.data.step_delimiter)
-        if problem:  # before any worker starts: without the delimiter there are no steps for the PRM to score
-            raise ConfigError(f"key 'data.step_delimiter' = {cfg.data.step_delimiter!r} does not fit the tokenizer "
-                              f"of {policy_path}: {problem}")
-        # Real-problem tasks hand out bare questions: render them with the policy's chat template.
-        self.task = PromptedTask(self.task, self.tokenizer, cfg.data.system_prompt)
+        self.task, self.tokenizer = check_inputs(cfg, policy_path)
         self.token_texts = TokenTexts(self.tokenizer)
         self.sampler = TrainSampler(self.task, cfg.data.train_size, cfg.trainer.seed)
         self.rng = self.sampler.rng
