@@ -47,7 +47,7 @@ sft: setup
 
 # TDRM_REQUIRE_VLLM: here a missing vLLM fails the vLLM tests instead of skipping them.
 test: setup
-	TDRM_REQUIRE_VLLM=1 $(PY) -m pytest -q
+	TDRM_REQUIRE_VLLM=1 $(PY) -m pytest -q --durations=25
 
 test-fast: setup
 	$(PY) -m pytest -q tests/unit
