@@ -175,7 +175,7 @@ def prm_prefix_step_logits(model: Any, input_ids: torch.Tensor, attention_mask: 
     This is how per-prefix PRM code scores a trajectory (S forward passes per row); it is the
     ground truth the single pass must match, and the baseline of the scoring benchmark.
     """
-    out = torch.zeros(step_ends.shape, dtype=torch.float32)
+    out = torch.zeros(step_ends.shape, dtype=torch.float32, device=input_ids.device)
     for b in range(input_ids.shape[0]):
         real = attention_mask[b].bool()
         columns = real.nonzero().squeeze(-1)
