@@ -2,9 +2,11 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 from tests.e2e.conftest import ROOT, TINY
 
@@ -17,15 +19,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ray start exited early with {proc.returncode}: {proc.stdout.read()[-3000:]}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(1)
+    raise TimeoutError(f"the head node's dashboard did not open port {port} within {timeout:.0f} s")
+
+
 def test_ray_job_submit_against_a_local_head_node(tmp_path, tiny_policy):
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
     env.pop("RAY_ADDRESS", None)
     gcs, dashboard = free_port(), free_port()
     ray = os.path.join(BIN, "ray")
-    subprocess.run([ray, "start", "--head", f"--port={gcs}", f"--dashboard-port={dashboard}", "--num-cpus=2",
-                    "--include-dashboard=true", "--dashboard-host=127.0.0.1", "--disable-usage-stats"],
-                   check=True, env=env, capture_output=True, timeout=180)
+    # `--block` in its own process group: stopping it stops this head node only. (`ray stop` would kill every
+    # Ray process on the machine, the test session's own cluster included.)
+    head = subprocess.Popen([ray, "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dashboard}",
+                             "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+                             "--disable-usage-stats"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
     try:
+        wait_for_port(dashboard, head, timeout=180)
         out_dir = tmp_path / "job-run"
         cmd = [ray, "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", ROOT, "--",
                os.path.join(BIN, "tdrm-rl"), "train", "recipes/grpo_tdrm.yaml", *TINY,
@@ -37,4 +55,9 @@ def test_ray_job_submit_against_a_local_head_node(tmp_path, tiny_policy):
         assert max(r["step"] for r in rows) == 2
         assert (out_dir / "summary.json").exists()
     finally:
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait(timeout=30)
