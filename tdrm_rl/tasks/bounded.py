@@ -10,16 +10,15 @@ thread never runs the checker, so a pathological answer cannot hang a driver or 
 
 The child is a plain `python -c` subprocess, not multiprocessing: spawn/forkserver re-import the
 parent's __main__ (a Ray worker, pytest), and fork is unsafe in a process with threads.
-Requests are pickled (parent and child are the same program); replies are JSON.
+Requests and replies are JSON; a request names a tdrm_rl function by module and qualified name.
 """
 
 from __future__ import annotations
 
 import atexit
-import base64
+import importlib
 import json
 import os
-import pickle
 import select
 import subprocess
 import sys
@@ -32,7 +31,7 @@ START_TIMEOUT_S = 120.0
 
 
 def serve() -> None:
-    """Child loop: one base64 pickled (function, args) per stdin line -> one JSON reply per stdout line."""
+    """Child loop: one JSON {"fn": "module:qualname", "args": [...]} per stdin line -> one JSON reply line."""
     import logging
 
     logging.disable(logging.CRITICAL)  # checkers log whole inputs on timeouts and parse errors
@@ -41,8 +40,14 @@ def serve() -> None:
     out.flush()
     for line in sys.stdin:
         try:
-            fn, args = pickle.loads(base64.b64decode(line))
-            reply = json.dumps(fn(*args))
+            request = json.loads(line)
+            module, _, qualname = request["fn"].partition(":")
+            if not module.startswith("tdrm_rl."):  # the child runs the project's checkers and nothing else
+                raise ValueError(module)
+            fn: Any = importlib.import_module(module)
+            for part in qualname.split("."):
+                fn = getattr(fn, part)
+            reply = json.dumps(fn(*request["args"]))
         except Exception:  # a failed check is a wrong answer, never a dead server
             reply = "null"
         out.write(reply + "\n")
@@ -106,7 +111,9 @@ class CheckerProcess:
     @staticmethod
     def _send(proc: subprocess.Popen, fn: Callable, args: tuple) -> bool:
         try:
-            proc.stdin.write(base64.b64encode(pickle.dumps((fn, args))) + b"\n")
+            # default=str: a scorer entry may carry values JSON has no type for (they arrive as text).
+            request = json.dumps({"fn": f"{fn.__module__}:{fn.__qualname__}", "args": list(args)}, default=str)
+            proc.stdin.write(request.encode() + b"\n")
             proc.stdin.flush()
             return True
         except OSError:

@@ -61,7 +61,8 @@ _datasets: dict[tuple, Any] = {}
 
 def _dataset(name: str, seed: int, size: int, options: tuple) -> Any:
     """A cached reasoning-gym dataset (the checker child builds its own once per dataset)."""
-    key = (name, seed, size, options)
+    options = tuple((k, v) for k, v in options)  # pairs arrive as JSON lists in the checker child
+    key = (name, seed, size, repr(options))
     if key not in _datasets:
         _datasets[key] = _import_reasoning_gym().create_dataset(name, seed=seed, size=size, **dict(options))
     return _datasets[key]
