@@ -39,7 +39,8 @@ def init_ray(cfg: RunConfig) -> bool:
         ray.init(address=address, logging_level=logging.WARNING)
         return False
     # Ports and dashboard bind to localhost unless the recipe names another address.
-    ray.init(num_cpus=cfg.cluster.num_cpus, include_dashboard=cfg.cluster.include_dashboard,
+    # address="local": a new instance even if `ray start` left a cluster behind (plain init would join it).
+    ray.init(address="local", num_cpus=cfg.cluster.num_cpus, include_dashboard=cfg.cluster.include_dashboard,
              dashboard_host=cfg.cluster.dashboard_host, _node_ip_address=cfg.cluster.node_ip_address,
              logging_level=logging.WARNING)
     return True

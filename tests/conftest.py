@@ -27,6 +27,6 @@ def ray_local():
     """One local Ray instance for the whole session; actors ask for fractional CPUs."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray
     ray.shutdown()
