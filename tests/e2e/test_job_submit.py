@@ -48,7 +48,11 @@ def test_ray_job_submit_against_a_local_head_node(tmp_path, tiny_policy):
         cmd = [ray, "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", ROOT, "--",
                os.path.join(BIN, "tdrm-rl"), "train", "recipes/grpo_tdrm.yaml", *TINY,
                f"model.policy_path={tiny_policy}", f"trainer.output_dir={out_dir}"]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+        for _ in range(60):  # the dashboard answers before its job agent is up: retry until the agent takes it
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+            if "No available agent" not in proc.stdout + proc.stderr:
+                break
+            time.sleep(3)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         assert "succeeded" in proc.stdout
         rows = [json.loads(line) for line in open(out_dir / "metrics.jsonl")]
