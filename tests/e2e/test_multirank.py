@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tdrm_rl.algos import broadcast_sequence_advantages, get_adv_estimator
+from tdrm_rl.algos import broadcast_sequence_advantages, grpo_advantages
 from tdrm_rl.collate import TokenTexts, collate
 from tdrm_rl.config import load_config
 from tdrm_rl.models import build_tiny_policy
@@ -33,7 +33,7 @@ def make_batch(rows: int = 16):
                  for _ in range(rows)]
     batch = collate(prompts, responses, [i // 4 for i in range(rows)], TokenTexts(tok), pad_id=tok.pad_token_id)
     rewards = torch.tensor([float(i % 3 == 0) for i in range(rows)])
-    adv = get_adv_estimator("grpo")(rewards, batch.group_ids, 1e-6)
+    adv = grpo_advantages(rewards, batch.group_ids, 1e-6)
     batch.advantages = broadcast_sequence_advantages(adv, batch.response_mask)
     return batch
 

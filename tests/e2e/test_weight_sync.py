@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from tdrm_rl.algos import broadcast_sequence_advantages, get_adv_estimator
+from tdrm_rl.algos import broadcast_sequence_advantages, grpo_advantages
 from tdrm_rl.driver import RLTrainer
 from tests.e2e.conftest import tiny_config
 
@@ -50,7 +50,7 @@ def grpo_update(trainer, n_prompts=8, group=4):
     gen = trainer.generate([p.prompt for p in problems], group, {})
     batch = trainer.make_batch(gen, problems, group)
     batch.outcome = trainer.verify(gen.response_text, batch.meta["answer"])
-    adv = get_adv_estimator("grpo")(batch.outcome, batch.group_ids, 1e-6)
+    adv = grpo_advantages(batch.outcome, batch.group_ids, 1e-6)
     assert adv.abs().sum() > 0, "every group was all-right or all-wrong: no learning signal"
     batch.advantages = broadcast_sequence_advantages(adv, batch.response_mask)
     return trainer.policy.run_rank0("update", batch)
