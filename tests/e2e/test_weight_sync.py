@@ -46,12 +46,15 @@ def max_gap(trainer, batch):
 
 def grpo_update(trainer, n_prompts=8, group=4):
     """One GRPO policy step on fresh rollouts (verifier rewards, group-normalised advantages), no sync."""
-    problems = trainer.task.sample_train(n_prompts, trainer.rng)
-    gen = trainer.generate([p.prompt for p in problems], group, {})
-    batch = trainer.make_batch(gen, problems, group)
-    batch.outcome = trainer.verify(gen.response_text, batch.meta["answer"])
-    adv = grpo_advantages(batch.outcome, batch.group_ids, 1e-6)
-    assert adv.abs().sum() > 0, "every group was all-right or all-wrong: no learning signal"
+    for _ in range(5):  # fresh prompts until some group has mixed outcomes (else GRPO has nothing to learn)
+        problems = trainer.task.sample_train(n_prompts, trainer.rng)
+        gen = trainer.generate([p.prompt for p in problems], group, {})
+        batch = trainer.make_batch(gen, problems, group)
+        batch.outcome = trainer.verify(gen.response_text, batch.meta["answer"])
+        adv = grpo_advantages(batch.outcome, batch.group_ids, 1e-6)
+        if adv.abs().sum() > 0:
+            break
+    assert adv.abs().sum() > 0, "every group was all-right or all-wrong in 5 rounds: no learning signal"
     batch.advantages = broadcast_sequence_advantages(adv, batch.response_mask)
     return trainer.policy.run_rank0("update", batch)
 
