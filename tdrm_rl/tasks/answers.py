@@ -84,3 +84,24 @@ def verify_math(response: Any, gold: Any, timeout_s: float = 5.0) -> float:
         return 1.0 if math_equal(ref, pred, timeout_s) else 0.0
     except Exception:  # a verifier scores garbage as wrong, it never crashes a rollout
         return 0.0
+
+
+class SplitMathTask:
+    """A task with fixed `train` / `heldout` problem lists, checked with `verify_math` (CHAMP, jsonl, parquet)."""
+
+    train: list
+    heldout: list
+    verify_timeout_s: float = 5.0
+
+    def sample_train(self, n: int, rng: Any) -> list:
+        return [self.train[rng.randrange(len(self.train))] for _ in range(n)]
+
+    def train_set(self, size: int) -> list:
+        return self.train[:size] if size else list(self.train)
+
+    def eval_problems(self, n: int) -> list:
+        """The first `n` held-out problems (all of them when n is larger)."""
+        return self.heldout[:n]
+
+    def verify(self, response: Any, answer: Any) -> float:
+        return verify_math(response, answer, self.verify_timeout_s)

@@ -8,10 +8,9 @@ compares against the expression it extracts from them.
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
-from .answers import verify_math
+from .answers import SplitMathTask
 from .base import DataError, Problem, stable_unit
 
 HELDOUT_FRACTION = 0.2
@@ -36,7 +35,7 @@ def is_heldout(identifier: str) -> bool:
     return stable_unit(f"champ:{identifier}") < HELDOUT_FRACTION
 
 
-class ChampTask:
+class ChampTask(SplitMathTask):
     name = "champ"
     needs_template = True
 
@@ -48,16 +47,3 @@ class ChampTask:
             problem = Problem(prompt=row["question"], answer=row["answer"], solution=solution)
             (heldout if is_heldout(row["id"]) else train).append(problem)
         self.train, self.heldout = train, heldout
-
-    def sample_train(self, n: int, rng: random.Random) -> list[Problem]:
-        return [self.train[rng.randrange(len(self.train))] for _ in range(n)]
-
-    def train_set(self, size: int) -> list[Problem]:
-        return self.train[:size] if size else list(self.train)
-
-    def eval_problems(self, n: int) -> list[Problem]:
-        """The first `n` held-out problems (all of them, about 54, when n is larger)."""
-        return self.heldout[:n]
-
-    def verify(self, response: Any, answer: Any) -> float:
-        return verify_math(response, answer, self.verify_timeout_s)

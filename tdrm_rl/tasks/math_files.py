@@ -26,11 +26,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import re
 from typing import Any, Iterator, Optional
 
-from .answers import MAX_ANSWER_CHARS, extract_boxed, verify_math
+from .answers import MAX_ANSWER_CHARS, SplitMathTask, extract_boxed
 from .base import DataError, Problem
 
 FORMATS = ("auto", "gsm8k", "math", "plain")
@@ -170,7 +169,7 @@ def load_problems(path: str, kind: str, fmt: str = "auto", prompt_key: Optional[
     return problems, skipped
 
 
-class FileTask:
+class FileTask(SplitMathTask):
     """Problems from `data.path` (and `data.eval_path`), checked with math-verify."""
 
     needs_template = True
@@ -192,15 +191,3 @@ class FileTask:
                 raise DataError(f"{path}: {len(rows)} usable rows leave none for training after holding out "
                                 f"data.eval_size={eval_size}; lower data.eval_size or set data.eval_path")
             self.train, self.heldout = rows[:-eval_size], rows[-eval_size:]
-
-    def sample_train(self, n: int, rng: random.Random) -> list[Problem]:
-        return [self.train[rng.randrange(len(self.train))] for _ in range(n)]
-
-    def train_set(self, size: int) -> list[Problem]:
-        return self.train[:size] if size else list(self.train)
-
-    def eval_problems(self, n: int) -> list[Problem]:
-        return self.heldout[:n]
-
-    def verify(self, response: Any, answer: Any) -> float:
-        return verify_math(response, answer, self.verify_timeout_s)
