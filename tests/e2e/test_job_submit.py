@@ -36,10 +36,14 @@ def test_ray_job_submit_against_a_local_head_node(tmp_path, tiny_policy):
     env.pop("RAY_ADDRESS", None)
     gcs, dashboard = free_port(), free_port()
     ray = os.path.join(BIN, "ray")
+    # The test session's own Ray instance already holds the default agent ports (52365 and friends); a second head
+    # node on the same ports starts without a job agent, so every port here is a free one.
+    agent_ports = [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                   f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"]
     # `--block` in its own process group: stopping it stops this head node only. (`ray stop` would kill every
     # Ray process on the machine, the test session's own cluster included.)
     head = subprocess.Popen([ray, "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dashboard}",
-                             "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+                             *agent_ports, "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
                              "--disable-usage-stats"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     try:
@@ -48,9 +52,10 @@ def test_ray_job_submit_against_a_local_head_node(tmp_path, tiny_policy):
         cmd = [ray, "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", ROOT, "--",
                os.path.join(BIN, "tdrm-rl"), "train", "recipes/grpo_tdrm.yaml", *TINY,
                f"model.policy_path={tiny_policy}", f"trainer.output_dir={out_dir}"]
-        for _ in range(60):  # the dashboard answers before its job agent is up: retry until the agent takes it
+        deadline = time.time() + 180
+        while True:  # the dashboard answers before its job agent is up: retry until the agent takes it
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-            if "No available agent" not in proc.stdout + proc.stderr:
+            if "No available agent" not in proc.stdout + proc.stderr or time.time() > deadline:
                 break
             time.sleep(3)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
