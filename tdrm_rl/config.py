@@ -138,6 +138,8 @@ class PRMConfig:
     terminal_weight: float = 1.0
     bootstrap: str = "online"  # "online" network or "ema" target copy
     ema_decay: float = 0.99
+    shaping: str = "none"  # intermediate rewards r_i, a name in tdrm_rl.td.SHAPINGS: none | step_penalty
+    shaping_coef: float = 0.05  # step_penalty: r_i = -shaping_coef before the final step
 
 
 @dataclass
@@ -229,6 +231,7 @@ CHOICES = {
     "prm.update": ("online", "online_before", "frozen", "every_k"),
     "prm.td_mode": ("nstep", "lambda"),
     "prm.bootstrap": ("online", "ema"),
+    "prm.shaping": ("none", "step_penalty"),
     "reward.prm_aggregate": ("before_answer", "min", "mean", "last"),
     "policy.kl_estimator": ("k1", "k2", "k3"),
     "policy.kl_mode": ("loss", "reward"),

@@ -37,7 +37,7 @@ from tdrm_rl.tasks import get_task
 from tdrm_rl.td import prm_td_loss, terminal_mask
 from tdrm_rl.tokenizer import step_delimiter_problem
 from tdrm_rl.tracking import MetricsLogger, format_table, plot_curves, read_metrics
-from workers.group import RoleError, WorkerDied, WorkerGroup
+from workers.group import RoleError, WorkerDied, WorkerGroup, start_groups
 from workers.policy import PolicyWorker
 from workers.prm import PRMWorker, td_targets
 from workers.placement import Placement
@@ -107,20 +107,26 @@ class RLTrainer:
         cc = cfg.cluster
         rollout_threads, trainer_threads = thread_split(cfg)
         self.placement = Placement(cfg)  # placement groups for every role's ranks (see workers/placement.py)
+        # Roles start in parallel, except on shared GPUs, where vLLM's memory profiling must not see the
+        # trainers allocate at the same time: there each group comes up before the next one starts.
+        one_by_one = cc.colocate
         self.rollout = WorkerGroup(rollout_worker_class(cfg.rollout.backend), "rollout", cfg,
                                    world_size=cfg.rollout.num_workers, num_cpus=cc.rollout_cpus,
                                    num_gpus=cc.num_gpus_per_worker, placement=self.placement,
-                                   model_path=policy_path, num_threads=rollout_threads)
+                                   model_path=policy_path, num_threads=rollout_threads, start=one_by_one)
         self.policy = WorkerGroup(PolicyWorker, "policy", cfg, world_size=cfg.policy.world_size,
                                   num_cpus=cc.policy_cpus, num_gpus=cc.num_gpus_per_worker, placement=self.placement,
-                                  distributed=True, model_path=policy_path, num_threads=trainer_threads)
+                                  distributed=True, model_path=policy_path, num_threads=trainer_threads,
+                                  start=one_by_one)
         prm_path = cfg.model.prm_path or policy_path
         # A PRM with its own tokenizer or template gets its own token ids (None: it reads the policy batch).
         self.prm_view = self.make_prm_view(prm_path) if cfg.model.prm_path else None
         self.prm = WorkerGroup(PRMWorker, "prm", cfg, world_size=cfg.prm.world_size, num_cpus=cc.prm_cpus,
                                num_gpus=cc.num_gpus_per_worker, placement=self.placement,
                                distributed=True, model_path=prm_path, init_from_policy=cfg.model.prm_path is None,
-                               num_threads=trainer_threads)
+                               num_threads=trainer_threads, start=one_by_one)
+        if not one_by_one:
+            start_groups(self.groups())
         self.weight_sync = WeightSync(cfg, self.policy, self.rollout)  # inprocess | reload | nccl | ipc
         self.weights_version = 0
         self.pending: tuple | None = None  # async rollout: (problems, refs, weights_version) of the next step

@@ -5,7 +5,7 @@ Per seed:
      per step prefix), plus N_max solutions for each held-out problem (Best-of-N set);
   2. PRMs: ScalarPRM (MC labels), TD-PRM (n=2, gamma=0.8), TD(lambda) and ORM, trained on the SAME
      trajectories with the SAME optimizer steps (plus, in the full run, TD ablations over n, gamma and an
-     EMA target network);
+     EMA target network, step-penalty shaping);
   3. each PRM: Best-of-N, smoothness and TD error per step on the held-out solutions; PRM-guided step
      search for num_branch in {2, 4, 8, 16};
   4. RL data efficiency: GRPO with the rule reward only vs GRPO + online TD-PRM (TDRM), held-out greedy
@@ -73,13 +73,15 @@ METHODS = (
     ("TD(λ) (γ=1, λ=0.7)", "td_lambda", ("prm.td_mode=lambda", "prm.gamma=1.0", "prm.lam=0.7")),
     ("ORM (outcome only)", "orm", ()),
 )
-# What the paper varies, for TD: the lookahead n, the discount, and a target network.
+# What the paper varies, for TD: the lookahead n, the discount, a target network, and reward shaping.
 ABLATIONS = (
     ("TD n=1, γ=0.8", "td", ("prm.n_step=1", "prm.gamma=0.8")),
     ("TD n=4, γ=0.8", "td", ("prm.n_step=4", "prm.gamma=0.8")),
     ("TD n=2, γ=1.0", "td", ("prm.n_step=2", "prm.gamma=1.0")),
     ("TD n=2, γ=0.8, EMA target (0.9)", "td", ("prm.n_step=2", "prm.gamma=0.8", "prm.bootstrap=ema",
                                                 "prm.ema_decay=0.9")),
+    ("TD n=2, γ=0.8, step penalty 0.05", "td", ("prm.n_step=2", "prm.gamma=0.8", "prm.shaping=step_penalty",
+                                                 "prm.shaping_coef=0.05")),
 )
 RL_METHODS = (
     ("GRPO, rule reward only", ("reward.w_rule=1.0", "reward.w_prm=0.0", "prm.update=frozen")),
@@ -311,7 +313,7 @@ def write_report(results: dict[str, Any], methods, report_dir: str) -> str:
     if ablations:
         _, abl_rows, _ = main_table(results, ablations)
         keep = [0, 1, 2, 3, 6, 7]  # no search columns: the ablations run Best-of-N and smoothness only
-        parts += ["## TD ablations (what the paper varies: n, γ, target network)", "",
+        parts += ["## TD ablations (what the paper varies: n, γ, target network, shaping)", "",
                   markdown_table([header[i] for i in keep], [[r[i] for i in keep] for r in abl_rows]), ""]
     parts += _bon_section(results, methods, report_dir)
     parts += _search_section(results, report_dir)

@@ -69,6 +69,21 @@ def _rewards_or_zeros(rewards: Tensor | None, values: Tensor) -> Tensor:
     return rewards.detach().to(values.dtype)
 
 
+def no_shaping(step_mask: Tensor, coef: float) -> Tensor:
+    """Intermediate rewards r_i = 0: the only signal is the verifiable outcome at the end (the paper)."""
+    return torch.zeros_like(step_mask, dtype=torch.float32)
+
+
+def step_penalty(step_mask: Tensor, coef: float) -> Tensor:
+    """r_i = -coef on every transition out of a non-terminal step: each extra step lowers the earlier values."""
+    r = -coef * (step_mask != 0).float()
+    return torch.where(terminal_mask(step_mask), torch.zeros_like(r), r)
+
+
+# prm.shaping: name -> f(step_mask [B, S], coef) -> intermediate rewards r [B, S]
+SHAPINGS = {"none": no_shaping, "step_penalty": step_penalty}
+
+
 def nstep_targets(
     values: Tensor,
     rewards: Tensor | None,

@@ -6,7 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tdrm_rl.config import CHOICES
 from tdrm_rl.td import (
+    SHAPINGS,
     ema_update,
     lambda_targets,
     mean_abs_td_error,
@@ -95,6 +97,22 @@ def test_nstep_targets_hand_computed():
     # wrong answer: the terminal target is 0 whatever the network says there.
     y = nstep_targets(values, None, step_mask, torch.tensor([0.0]), n=1, gamma=0.8)
     torch.testing.assert_close(y, torch.tensor([[0.48, 0.0, 0.0, 0.0]]))
+
+
+def test_step_penalty_shaping_lowers_each_earlier_target_by_its_discounted_penalties():
+    values = torch.tensor([[0.5, 0.6, 0.9, 0.0]])
+    step_mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    rewards = SHAPINGS["step_penalty"](step_mask, 0.05)
+    # a penalty on leaving each non-terminal step; none after the final step or on padding
+    torch.testing.assert_close(rewards, torch.tensor([[-0.05, -0.05, 0.0, 0.0]]))
+    y = nstep_targets(values, rewards, step_mask, torch.tensor([1.0]), n=2, gamma=0.8)
+    # y0 = r0 + g r1 + g^2 * outcome, y1 = r1 + g * outcome, y2 = outcome
+    torch.testing.assert_close(y, torch.tensor([[0.64 - 0.05 - 0.04, 0.8 - 0.05, 1.0, 0.0]]))
+    assert torch.equal(SHAPINGS["none"](step_mask, 0.05), torch.zeros_like(step_mask))
+
+
+def test_every_shaping_is_a_recipe_choice():
+    assert CHOICES["prm.shaping"] == tuple(SHAPINGS)
 
 
 def test_nstep_targets_clamp_to_unit_interval():
@@ -252,3 +270,20 @@ def test_mean_abs_td_error_matches_loop(seed):
     got = mean_abs_td_error(values, targets, step_mask)
     assert got.item() == pytest.approx(sum(errs) / len(errs), rel=1e-5)
     assert mean_abs_td_error(values, targets, torch.zeros_like(step_mask)).item() == 0.0
+
+
+def test_prm_worker_targets_follow_the_recipes_shaping():
+    from tdrm_rl.batch import Batch
+    from tdrm_rl.config import PRMConfig
+    from workers.prm import td_targets
+
+    step_mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    ids = torch.zeros(1, 6, dtype=torch.long)
+    batch = Batch(input_ids=ids, attention_mask=torch.ones_like(ids), response_mask=torch.ones_like(ids),
+                  step_ends=torch.tensor([[1, 3, 5, 0]]), step_mask=step_mask,
+                  group_ids=torch.zeros(1, dtype=torch.long), prompt_len=1, outcome=torch.tensor([1.0]))
+    logits = torch.logit(torch.tensor([[0.5, 0.6, 0.9, 0.5]]))
+    plain = td_targets(PRMConfig(), logits, batch)
+    shaped = td_targets(PRMConfig(shaping="step_penalty", shaping_coef=0.05), logits, batch)
+    torch.testing.assert_close(plain, torch.tensor([[0.64, 0.8, 1.0, 0.0]]))
+    torch.testing.assert_close(shaped, torch.tensor([[0.55, 0.75, 1.0, 0.0]]))
