@@ -58,13 +58,14 @@ def test_greedy_answers_a_simple_question(smollm2):
     assert "Paris" in out.response_text[0], out.response_text[0]
 
 
-def test_smollm2_recipe_runs_three_rl_steps(ray_local, smollm2, smollm2_cache, tmp_path):
+def test_smollm2_recipe_trains_one_rl_step(ray_local, smollm2, smollm2_cache, tmp_path):
     from tdrm_rl.cli import resolve_models
     from tdrm_rl.config import load_config
     from tdrm_rl.driver import RLTrainer
 
-    # The recipe says backend=vllm; HF generate stands in until the vLLM backend lands. Lean sizes for CI.
-    cfg = load_config(RECIPE, ["rollout.backend=hf", "trainer.total_steps=3", "trainer.eval_every=3",
+    # One step of the real recipe at lean sizes (a SmolLM2 step takes ~40 s on 2 cores). HF generate: the vLLM
+    # engine's start is covered by the weight-sync tests; the recipe's full-size vLLM run is in the README.
+    cfg = load_config(RECIPE, ["rollout.backend=hf", "trainer.total_steps=1", "trainer.eval_every=1",
                                "data.eval_size=4", "rollout.prompts_per_step=2", "rollout.group_size=2",
                                "rollout.max_new_tokens=48", "trainer.progress=false", "trainer.tensorboard=false",
                                f"model.cache_dir={smollm2_cache}", f"trainer.output_dir={tmp_path}/run"])
@@ -75,7 +76,7 @@ def test_smollm2_recipe_runs_three_rl_steps(ray_local, smollm2, smollm2_cache, t
     summary = trainer.fit()
     rows = [json.loads(line) for line in open(os.path.join(cfg.trainer.output_dir, "metrics.jsonl"))]
     steps = [r for r in rows if "prm/td_loss" in r]
-    assert [r["step"] for r in steps] == [1, 2, 3]
+    assert [r["step"] for r in steps] == [1]
     assert all(math.isfinite(r["prm/td_loss"]) and r["response/steps_mean"] > 0 for r in steps)
     assert "eval/greedy_accuracy" in steps[-1] and summary["eval_problems"] == 4
     after = trainer.policy.run_rank0("export_state_dict")["model.layers.0.mlp.up_proj.weight"]
