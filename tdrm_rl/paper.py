@@ -122,8 +122,10 @@ def run_paper(recipe: str, overrides: list[str], plan: PaperPlan, report_dir: st
     results: dict[str, Any] = {"plan": dataclasses.asdict(plan), "seeds": {}}
     for seed in plan.seeds:
         log = (lambda msg, s=seed: print(f"paper[seed {s}] {msg}", flush=True)) if progress else (lambda msg: None)
-        results["seeds"][seed] = _offline_seed(recipe, base, plan, seed, policy_path, methods,
-                                               os.path.join(work_dir, f"seed{seed}"), timer, log)
+        key = {"plan": results["plan"], "overrides": base, "policy": policy_path, "methods": methods, "seed": seed}
+        results["seeds"][seed] = _finished_part(
+            os.path.join(work_dir, f"seed{seed}"), key, log,
+            lambda work, s=seed: _offline_seed(recipe, base, plan, s, policy_path, methods, work, timer, log))
     results["rl"] = _rl(recipe, base, plan, policy_path, os.path.join(work_dir, "rl"), timer, progress)
     results["timings_s"] = dict(timer.seconds, total=time.perf_counter() - t_start)
     results["command"] = command
@@ -132,6 +134,24 @@ def run_paper(recipe: str, overrides: list[str], plan: PaperPlan, report_dir: st
         json.dump(results, f, indent=2, default=str)
     write_report(results, methods, report_dir)
     return results
+
+
+def _finished_part(work: str, key: dict[str, Any], log, run) -> dict[str, Any]:
+    """`run(work)`'s result, kept in work/result.json: a rerun with the same key reuses it (a full run is
+    hours of CPU; an interrupted one resumes at the first unfinished seed or RL run)."""
+    path = os.path.join(work, "result.json")
+    key = json.loads(json.dumps(key, default=str))
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        if saved.get("key") == key:
+            log(f"reused {path}")
+            return saved["result"]
+    result = run(work)
+    with open(path + ".tmp", "w") as f:
+        json.dump({"key": key, "result": result}, f, default=str)
+    os.replace(path + ".tmp", path)
+    return result
 
 
 # ----- offline PRM comparison ---------------------------------------------------------------------------
@@ -224,21 +244,28 @@ def _rl(recipe: str, base: list[str], plan: PaperPlan, policy_path: str, work: s
             runs = {}
             for seed in plan.rl_seeds:
                 run_dir = os.path.join(work, _slug(label)[:40], f"seed{seed}")
-                shutil.rmtree(run_dir, ignore_errors=True)
-                cfg = _cfg(recipe, base, *sizes, *extra, f"trainer.seed={seed}", f"trainer.output_dir={run_dir}")
-                t0 = time.perf_counter()
-                trainer = RLTrainer(cfg, policy_path)
-                try:
-                    trainer.fit()
-                finally:
-                    for group in (trainer.rollout, trainer.policy, trainer.prm):
-                        group.kill()
-                timer.add("RL (GRPO runs)", time.perf_counter() - t0)
-                rows = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
-                acc = {r["step"]: r["eval/greedy_accuracy"] for r in rows if r.get("eval/greedy_accuracy") is not None}
-                runs[seed] = {"warm_start": acc.get(0), "at_budget": [acc.get(s) for s in steps]}
-                if progress:
-                    print(f"paper[rl] {label} seed {seed}: greedy held-out {runs[seed]}", flush=True)
+
+                def run_once(run_dir: str, seed: int = seed, extra=extra) -> dict[str, Any]:
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                    cfg = _cfg(recipe, base, *sizes, *extra, f"trainer.seed={seed}", f"trainer.output_dir={run_dir}")
+                    t0 = time.perf_counter()
+                    trainer = RLTrainer(cfg, policy_path)
+                    try:
+                        trainer.fit()
+                    finally:
+                        for group in (trainer.rollout, trainer.policy, trainer.prm):
+                            group.kill()
+                    timer.add("RL (GRPO runs)", time.perf_counter() - t0)
+                    rows = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+                    acc = {r["step"]: r["eval/greedy_accuracy"] for r in rows
+                           if r.get("eval/greedy_accuracy") is not None}
+                    return {"warm_start": acc.get(0), "at_budget": [acc.get(s) for s in steps]}
+
+                key = {"plan": dataclasses.asdict(plan), "overrides": base, "policy": policy_path, "label": label,
+                       "extra": extra, "sizes": sizes, "seed": seed}
+                log = (lambda msg: print(f"paper[rl] {msg}", flush=True)) if progress else (lambda msg: None)
+                runs[seed] = _finished_part(run_dir, key, log, run_once)
+                log(f"{label} seed {seed}: greedy held-out {runs[seed]}")
             out["methods"][label] = runs
     finally:
         if started:
