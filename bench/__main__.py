@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         return finish(args, results, tables, start)
 
     # Logical CPUs only: two trainers (six actors) must fit; each actor pins its own torch threads.
-    ray.init(num_cpus=8, include_dashboard=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=8, include_dashboard=False, logging_level="WARNING")
     try:
         sync = build_trainer(policy_path, f"{work}/sync")
         sync.set_shape(trajectories, max_new)
