@@ -104,6 +104,17 @@ class RLTrainer:
             f.write(to_yaml(cfg))
         self.logger = MetricsLogger(self.out, cfg.trainer.tensorboard)
 
+        try:
+            self.start_workers(policy_path)
+        except BaseException:
+            self.shutdown()  # a failed start leaves no actor behind (on a shared cluster nothing else frees them)
+            raise
+        self.weights_version = 0
+        self.pending: tuple | None = None  # async rollout: (problems, refs, weights_version) of the next step
+
+    def start_workers(self, policy_path: str) -> None:
+        """Create and start the rollout, policy and PRM actor groups, and the weight sync between them."""
+        cfg = self.cfg
         cc = cfg.cluster
         rollout_threads, trainer_threads = thread_split(cfg)
         self.placement = Placement(cfg)  # placement groups for every role's ranks (see workers/placement.py)
@@ -128,8 +139,6 @@ class RLTrainer:
         if not one_by_one:
             start_groups(self.groups())
         self.weight_sync = WeightSync(cfg, self.policy, self.rollout)  # inprocess | reload | nccl | ipc
-        self.weights_version = 0
-        self.pending: tuple | None = None  # async rollout: (problems, refs, weights_version) of the next step
 
     def groups(self) -> list[WorkerGroup]:
         return [self.rollout, self.policy, self.prm]
@@ -141,10 +150,13 @@ class RLTrainer:
                          stage="weight_sync")
 
     def shutdown(self) -> None:
-        """Kill every actor this trainer started (on a shared cluster nothing else would)."""
+        """Kill every actor this trainer started and free its placement groups (on a shared cluster nothing else
+        would). Safe after a start that failed half-way."""
         for group in (getattr(self, n, None) for n in ("rollout", "policy", "prm")):
             if group is not None:
                 group.kill()
+        if getattr(self, "placement", None) is not None:
+            self.placement.remove()  # the groups of roles that never started
 
     def make_prm_view(self, prm_path: str) -> PRMView | None:
         from transformers import AutoTokenizer
@@ -193,11 +205,6 @@ class RLTrainer:
         """Policy weights into every rollout worker (rollout is locked meanwhile; bounded by rollout.sync_timeout_s)."""
         self.weights_version += 1
         self.weight_sync.sync(self.weights_version)
-
-    def shutdown(self) -> None:
-        """Kill every role's actors and free their placement groups."""
-        for group in (self.rollout, self.policy, self.prm):
-            group.kill()
 
     def submit_rollout(self) -> tuple:
         """Sample the prompts of a step and start its rollout on the weights the workers hold now."""

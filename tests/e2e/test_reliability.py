@@ -317,3 +317,25 @@ def test_a_worker_that_sleeps_past_its_timeout_names_role_and_stage(ray_local, t
         assert str(err.value) == "sleepy: stage 'nap' did not finish within 2 s (cluster.call_timeout_s)"
     finally:
         group.kill()
+
+
+def test_a_start_that_fails_half_way_leaves_no_actor_and_no_placement_group(ray_local, tmp_path, tiny_cache,
+                                                                              tiny_policy):
+    """Config and tokenizer are fine, the weights are not: the workers fail in setup, after all three roles'
+    actors exist. On a shared cluster nothing but the trainer would ever free them."""
+    import shutil
+
+    from ray.util import placement_group_table
+
+    broken = tmp_path / "broken-policy"
+    shutil.copytree(tiny_policy, broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    free_cpus = ray.available_resources().get("CPU", 0.0)
+    groups = {k for k, v in placement_group_table().items() if v["state"] != "REMOVED"}
+    cfg = tiny_config(tmp_path, tiny_cache)
+    with pytest.raises(RoleError) as err:
+        RLTrainer(cfg, str(broken))
+    assert "stage 'setup' failed" in str(err.value)
+    # every CPU the actors and their placement groups held is free again
+    wait_for(lambda: ray.available_resources().get("CPU", 0.0) >= free_cpus, 60)
+    assert {k for k, v in placement_group_table().items() if v["state"] != "REMOVED"} <= groups
