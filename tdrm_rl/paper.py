@@ -239,6 +239,7 @@ def _rl(recipe: str, base: list[str], plan: PaperPlan, policy_path: str, work: s
     started = False if ray.is_initialized() else init_ray(_cfg(recipe, base))
     out: dict[str, Any] = {"budget_steps": steps, "prompts": [s * plan.rl_prompts_per_step for s in steps],
                            "methods": {}}
+    log = (lambda msg: print(f"paper[rl] {msg}", flush=True)) if progress else (lambda msg: None)
     try:
         for label, extra in RL_METHODS:
             runs = {}
@@ -253,8 +254,7 @@ def _rl(recipe: str, base: list[str], plan: PaperPlan, policy_path: str, work: s
                     try:
                         trainer.fit()
                     finally:
-                        for group in (trainer.rollout, trainer.policy, trainer.prm):
-                            group.kill()
+                        trainer.shutdown()
                     timer.add("RL (GRPO runs)", time.perf_counter() - t0)
                     rows = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
                     acc = {r["step"]: r["eval/greedy_accuracy"] for r in rows
@@ -263,7 +263,6 @@ def _rl(recipe: str, base: list[str], plan: PaperPlan, policy_path: str, work: s
 
                 key = {"plan": dataclasses.asdict(plan), "overrides": base, "policy": policy_path, "label": label,
                        "extra": extra, "sizes": sizes, "seed": seed}
-                log = (lambda msg: print(f"paper[rl] {msg}", flush=True)) if progress else (lambda msg: None)
                 runs[seed] = _finished_part(run_dir, key, log, run_once)
                 log(f"{label} seed {seed}: greedy held-out {runs[seed]}")
             out["methods"][label] = runs
