@@ -86,7 +86,9 @@ def measure(trainer: BenchTrainer, counter: list[int], trajectories: int, max_ne
     out["generated_tokens"] = out["response/length_mean"] * len(batch)
     out["padding_fraction_policy"] = padding_fraction(batch, trainer.cfg.policy.micro_batch_size)
     out["padding_fraction_prm"] = padding_fraction(batch, trainer.cfg.prm.micro_batch_size)
-    out["old_or_ref_logprobs_s"] = timed(lambda: trainer.policy.run_rank0("logprobs", batch))[0]
+    # As the driver runs it: beside the PRM values pass, each on its share of the cores.
+    threads = trainer.stage_threads(trainer.prm, trainer.policy)
+    out["old_or_ref_logprobs_s"] = timed(lambda: trainer.policy.run_rank0("logprobs", batch, threads=threads))[0]
     return out
 
 

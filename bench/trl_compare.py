@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from bench.common import Table, median
-from bench.rl_step import BenchTrainer
+from bench.rl_step import STAGES, BenchTrainer
 
 
 def prm_off(trainer: BenchTrainer, off: bool) -> None:
@@ -60,6 +60,8 @@ def run(trainer: BenchTrainer, policy_path: str, quick: bool, trajectories: int,
         use_vllm=False, log_completions=False)
 
     times: dict[str, list[float]] = {"trl": [], "tdrm_prm_online": [], "tdrm_prm_off": []}
+    steps: dict[str, list[dict[str, float]]] = {"tdrm_prm_online": [], "tdrm_prm_off": []}  # timed steps' metrics
+    trl_lengths: list[float] = []
     counter = [2000]
     trainer.set_shape(trajectories, max_new_tokens)
 
@@ -74,12 +76,14 @@ def run(trainer: BenchTrainer, policy_path: str, quick: bool, trajectories: int,
             first = state.global_step <= 1  # warm-up step of each side, not timed
             if not first:
                 times["trl"].append(elapsed)
+                trl_lengths.append(grpo._metrics["train"]["completions/mean_length"][-1])
             for name, off in (("tdrm_prm_online", False), ("tdrm_prm_off", True)):
                 prm_off(trainer, off)
                 counter[0] += 1
                 metrics = trainer.step(counter[0])
                 if not first:
                     times[name].append(metrics["timing_s/step"])
+                    steps[name].append(metrics)
             prm_off(trainer, False)
 
     tok = AutoTokenizer.from_pretrained(policy_path)
@@ -90,17 +94,25 @@ def run(trainer: BenchTrainer, policy_path: str, quick: bool, trajectories: int,
 
     med = {k: median(v) for k, v in times.items()}
     tps = {k: trajectories / v for k, v in med.items()}
+    # Response length sets the cost of every stage: each side's policy drifts on its own during the run.
+    lengths = {"trl": median(trl_lengths)}
+    lengths.update({k: median([m["response/length_mean"] for m in v]) for k, v in steps.items()})
+    stages = {k: {key: median([m.get(key, 0.0) for m in v]) for _, key in STAGES} for k, v in steps.items()}
     table = Table(f"TRL GRPOTrainer {trl.__version__} vs tdrm-rl ({prompts_per_step} prompts x G={group}, "
-                  f"{max_new_tokens} new tokens, alternating)", ["system", "median step s", "steps/s",
-                                                               "trajectories/s", "ratio vs TRL"])
+                  f"{max_new_tokens} new tokens, alternating)",
+                  ["system", "median step s", "steps/s", "trajectories/s", "ratio vs TRL", "mean response tokens"])
     labels = {"trl": "TRL GRPOTrainer", "tdrm_prm_online": "tdrm-rl, PRM online",
               "tdrm_prm_off": "tdrm-rl, PRM off (frozen, w_prm=0)"}
     for key, label in labels.items():
-        table.add(label, med[key], 1 / med[key], tps[key], tps[key] / tps["trl"])
+        table.add(label, med[key], 1 / med[key], tps[key], tps[key] / tps["trl"], lengths[key])
+    where = Table("Where a tdrm-rl step of the TRL comparison goes (median s)",
+                  ["stage", labels["tdrm_prm_online"], labels["tdrm_prm_off"]])
+    for label, key in STAGES:
+        where.add(label, stages["tdrm_prm_online"][key], stages["tdrm_prm_off"][key])
     ratio = tps["tdrm_prm_online"] / tps["trl"]
     target = {"target": "tdrm-rl (PRM online) >= 1.5x TRL GRPOTrainer trajectories/s",
               "measured": f"{ratio:.2f}x", "met": ratio >= 1.5}
     return {"trl_version": trl.__version__, "trajectories": trajectories, "max_new_tokens": max_new_tokens,
             "step_times": times, "median_step_s": med, "trajectories_per_s": tps,
             "ratio_prm_online_vs_trl": ratio, "ratio_prm_off_vs_trl": tps["tdrm_prm_off"] / tps["trl"],
-            "targets": [target]}, [table]
+            "mean_response_tokens": lengths, "tdrm_stage_s": stages, "targets": [target]}, [table, where]

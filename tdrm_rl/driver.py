@@ -58,15 +58,31 @@ class StageTimer:
         self.seconds[f"timing_s/{name}"] = time.perf_counter() - start
 
 
-def thread_split(cfg: RunConfig) -> tuple[int, int]:
+def cpu_cores() -> int:
+    """Cores this node lends the run: Ray's CPU count, at most the machine's (read before actors reserve any)."""
+    cores = int(ray.available_resources().get("CPU", os.cpu_count() or 1)) or 1
+    return max(1, min(cores, os.cpu_count() or 1))
+
+
+def thread_split(cfg: RunConfig, cores: int) -> tuple[int, int]:
     """Rollout runs alone, so it may use every core; policy and PRM train side by side, so they split them."""
     if cfg.trainer.torch_threads > 0:
         return cfg.trainer.torch_threads, cfg.trainer.torch_threads
-    cores = int(ray.available_resources().get("CPU", os.cpu_count() or 1)) or 1
-    cores = max(1, min(cores, os.cpu_count() or 1))
     if cfg.trainer.async_rollout:  # rollout runs beside the trainers: it gets a trainer's share too
         return max(1, cores // 2), max(1, cores // 2)
     return cores, max(1, cores // 2)
+
+
+def stage_threads(cfg: RunConfig, cores: int, trainers_at_once: int) -> int:
+    """Torch threads for each trainer in a stage where `trainers_at_once` of them compute (0: keep the start value).
+
+    On CPU a sync step leaves the rollout idle while the trainers work, so the trainers of a stage share
+    every core: the PRM values pass, or a policy update with the PRM frozen, runs alone on all of them.
+    Not under async rollout (generation runs beside), an explicit `trainer.torch_threads`, or on GPUs.
+    """
+    if cfg.trainer.torch_threads > 0 or cfg.trainer.async_rollout or cfg.cluster.num_gpus_per_worker > 0:
+        return 0
+    return max(1, cores // max(1, trainers_at_once))
 
 
 def check_inputs(cfg: RunConfig, policy_path: str) -> tuple[Any, Any]:
@@ -116,7 +132,8 @@ class RLTrainer:
         """Create and start the rollout, policy and PRM actor groups, and the weight sync between them."""
         cfg = self.cfg
         cc = cfg.cluster
-        rollout_threads, trainer_threads = thread_split(cfg)
+        self.cores = cpu_cores()
+        rollout_threads, trainer_threads = thread_split(cfg, self.cores)
         self.placement = Placement(cfg)  # placement groups for every role's ranks (see workers/placement.py)
         # Roles start in parallel, except on shared GPUs, where vLLM's memory profiling must not see the
         # trainers allocate at the same time: there each group comes up before the next one starts.
@@ -242,13 +259,17 @@ class RLTrainer:
                     batch.outcome = self.verify(gen.response_text, batch.meta["answer"])
             with timer("prm_values_and_logprobs"):
                 prm_batch = self.prm_view(batch, problems) if self.prm_view else batch
-                refs = {"step_logits": self.prm.submit("values", prm_batch)[0]}
+                policy_calls = {}  # batch field <- policy method, computed beside the PRM values
                 if cfg.trainer.async_rollout:  # off-policy by a step: ratios against the behaviour policy
                     batch.old_logprobs = batch.rollout_logprobs
                 elif cfg.policy.mini_batches > 1:
-                    refs["old_logprobs"] = self.policy.submit("logprobs", batch)[0]
+                    policy_calls["old_logprobs"] = "logprobs"
                 if cfg.policy.kl_coef > 0:
-                    refs["ref_logprobs"] = self.policy.submit("ref_logprobs", batch)[0]
+                    policy_calls["ref_logprobs"] = "ref_logprobs"
+                threads = self.stage_threads(self.prm, *([self.policy] if policy_calls else []))
+                refs = {"step_logits": self.prm.submit("values", prm_batch, threads=threads)[0]}
+                refs.update({field: self.policy.submit(method, batch, threads=threads)[0]
+                             for field, method in policy_calls.items()})
                 for name, ref in refs.items():
                     setattr(batch, name, self.prm.get(ref, stage=name) if name == "step_logits"
                             else self.policy.get(ref, stage=name))
@@ -256,16 +277,21 @@ class RLTrainer:
             prm_metrics = None
             if cfg.prm.update == "online_before":  # the critic learns from this batch before it judges it
                 with timer("prm_update_before"):
-                    prm_metrics = self.prm.get(self.prm.submit("td_update", prm_batch)[0], stage="prm_td_update")
-                    batch.step_logits = self.prm.get(self.prm.submit("values", prm_batch)[0], stage="step_logits")
+                    threads = self.stage_threads(self.prm)
+                    prm_metrics = self.prm.get(self.prm.submit("td_update", prm_batch, threads=threads)[0],
+                                               stage="prm_td_update")
+                    batch.step_logits = self.prm.get(self.prm.submit("values", prm_batch, threads=threads)[0],
+                                                     stage="step_logits")
                     prm_batch.step_logits = batch.step_logits
             with timer("advantages"):
                 batch.rewards, prm_score = self.blend(batch)
                 estimate, token_rewards = compute_advantages(batch, cfg, batch.rewards)
                 batch.advantages = estimate.advantages
             with timer("update"):
-                policy_ref = self.policy.submit("update", batch)
-                prm_ref = self.prm.submit("td_update", prm_batch) if self.prm_updates_after(step) else None
+                prm_updates = self.prm_updates_after(step)
+                threads = self.stage_threads(self.policy, *([self.prm] if prm_updates else []))
+                policy_ref = self.policy.submit("update", batch, threads=threads)
+                prm_ref = self.prm.submit("td_update", prm_batch, threads=threads) if prm_updates else None
                 metrics = self.policy.get(policy_ref, stage="policy_update")[0]
                 if prm_ref is not None:
                     metrics.update(self.prm.get(prm_ref, stage="prm_td_update")[0])
@@ -287,6 +313,10 @@ class RLTrainer:
         metrics.update(advantage_metrics(estimate, token_rewards, batch.response_mask))
         metrics.update(sampling)
         return metrics
+
+    def stage_threads(self, *groups: WorkerGroup) -> int:
+        """Torch threads per actor for a stage in which these groups' actors compute together."""
+        return stage_threads(self.cfg, self.cores, sum(len(g.actors) for g in groups))
 
     def prm_updates_after(self, step: int) -> bool:
         """Whether the PRM's TD update (the critic update) runs alongside this step's policy update."""

@@ -65,6 +65,11 @@ class BaseWorker:
             deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
 
+    def use_threads(self, threads: int) -> None:
+        """Torch threads for this call (0: keep). The driver sizes them per stage (`driver.stage_threads`)."""
+        if threads > 0 and threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
+
     @contextmanager
     def timed(self, name: str):
         start = time.perf_counter()
