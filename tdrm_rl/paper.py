@@ -91,6 +91,9 @@ RL_METHODS = (
 BUDGET_FRACTIONS = ((1, 4), (1, 2), (1, 1))
 
 
+REUSED = "reused parts (their run time when they ran)"
+
+
 class Timer:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -125,9 +128,12 @@ def run_paper(recipe: str, overrides: list[str], plan: PaperPlan, report_dir: st
         key = {"plan": results["plan"], "overrides": base, "policy": policy_path, "methods": methods, "seed": seed}
         results["seeds"][seed] = _finished_part(
             os.path.join(work_dir, f"seed{seed}"), key, log,
-            lambda work, s=seed: _offline_seed(recipe, base, plan, s, policy_path, methods, work, timer, log))
+            lambda work, s=seed: _offline_seed(recipe, base, plan, s, policy_path, methods, work, timer, log), timer)
     results["rl"] = _rl(recipe, base, plan, policy_path, os.path.join(work_dir, "rl"), timer, progress)
-    results["timings_s"] = dict(timer.seconds, total=time.perf_counter() - t_start)
+    total = time.perf_counter() - t_start
+    results["timings_s"] = dict(timer.seconds, total=total)
+    if REUSED in timer.seconds:
+        results["timings_s"]["total with the reused parts"] = total + timer.seconds[REUSED]
     results["command"] = command
     os.makedirs(report_dir, exist_ok=True)
     with open(os.path.join(report_dir, "paper.json"), "w") as f:
@@ -136,9 +142,10 @@ def run_paper(recipe: str, overrides: list[str], plan: PaperPlan, report_dir: st
     return results
 
 
-def _finished_part(work: str, key: dict[str, Any], log, run) -> dict[str, Any]:
+def _finished_part(work: str, key: dict[str, Any], log, run, timer: Timer | None = None) -> dict[str, Any]:
     """`run(work)`'s result, kept in work/result.json: a rerun with the same key reuses it (a full run is
-    hours of CPU; an interrupted one resumes at the first unfinished seed or RL run)."""
+    hours of CPU; an interrupted one resumes at the first unfinished seed or RL run). Its run time is kept
+    too, so a resumed report still counts what the reused parts cost when they ran."""
     path = os.path.join(work, "result.json")
     key = json.loads(json.dumps(key, default=str))
     if os.path.exists(path):
@@ -146,10 +153,13 @@ def _finished_part(work: str, key: dict[str, Any], log, run) -> dict[str, Any]:
             saved = json.load(f)
         if saved.get("key") == key:
             log(f"reused {path}")
+            if timer is not None and "seconds" in saved:
+                timer.add(REUSED, saved["seconds"])
             return saved["result"]
+    t0 = time.perf_counter()
     result = run(work)
     with open(path + ".tmp", "w") as f:
-        json.dump({"key": key, "result": result}, f, default=str)
+        json.dump({"key": key, "result": result, "seconds": time.perf_counter() - t0}, f, default=str)
     os.replace(path + ".tmp", path)
     return result
 
@@ -263,7 +273,7 @@ def _rl(recipe: str, base: list[str], plan: PaperPlan, policy_path: str, work: s
 
                 key = {"plan": dataclasses.asdict(plan), "overrides": base, "policy": policy_path, "label": label,
                        "extra": extra, "sizes": sizes, "seed": seed}
-                runs[seed] = _finished_part(run_dir, key, log, run_once)
+                runs[seed] = _finished_part(run_dir, key, log, run_once, timer)
                 log(f"{label} seed {seed}: greedy held-out {runs[seed]}")
             out["methods"][label] = runs
     finally:
