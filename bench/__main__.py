@@ -113,10 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     # no-EOS steps teach it longer answers), so each comparison starts from fresh trainers of the same checkpoint.
     try:
         if "trl" not in skip:
-            fresh = build_trainer(policy_path, f"{work}/trl", "trainer.total_steps=1000000")
+            fresh = build_trainer(policy_path, f"{work}/trl")
             record("trl_comparison", trl_compare.run(fresh, policy_path, args.quick, trajectories, max_new))
             fresh.kill()
-        sync = build_trainer(policy_path, f"{work}/sync", "trainer.total_steps=1000000")
+        sync = build_trainer(policy_path, f"{work}/sync")
         if "async" not in skip:
             async_ = build_trainer(policy_path, f"{work}/async", "trainer.async_rollout=true",
                                    "trainer.total_steps=1000000")
@@ -125,27 +125,13 @@ def main(argv: list[str] | None = None) -> int:
         if "rl" not in skip:
             sync.set_shape(trajectories, max_new)
             sync.step(1)  # first-step warm-up (allocator, DeepSpeed) off the clock
-            record("rl_step", rl_step.run_sync(sync, args.quick, max_new))
+            prm_wall_share = results.get("trl_comparison", {}).get("prm_critical_path_share")
+            record("rl_step", rl_step.run_sync(sync, args.quick, max_new, prm_wall_share))
         record("memory", rl_step.run_memory(sync))
         sync.kill()
     finally:
         ray.shutdown()
-    note_prm_critical_path(results)
     return finish(args, results, tables, start)
-
-
-def note_prm_critical_path(results: dict[str, Any]) -> None:
-    """Beside the PRM share target (the PRM's own worker time): what the PRM adds to the step's wall time,
-    from the TRL comparison's alternating PRM-online / PRM-off steps (values pass + longer update stage)."""
-    if "trl_comparison" not in results or "tdrm_stage_s" not in results["trl_comparison"]:
-        return
-    on, off = (results["trl_comparison"]["tdrm_stage_s"][k] for k in ("tdrm_prm_online", "tdrm_prm_off"))
-    added = on["timing_s/prm_values_and_logprobs"] + max(0.0, on["timing_s/update"] - off["timing_s/update"])
-    share = added / results["trl_comparison"]["median_step_s"]["tdrm_prm_online"]
-    results["trl_comparison"]["prm_critical_path_share"] = share
-    for target in results["targets"]:
-        if target["target"].startswith("PRM values + TD update"):
-            target["measured"] += f"; on the step's wall time the PRM adds {100 * share:.0f}% (TRL comparison steps)"
 
 
 def finish(args: argparse.Namespace, results: dict[str, Any], tables: list, start: float) -> int:

@@ -59,9 +59,9 @@ def run(trainer: BenchTrainer, policy_path: str, quick: bool, trajectories: int,
         report_to="none", disable_tqdm=True, seed=0, shuffle_dataset=False, dataloader_num_workers=0,
         use_vllm=False, log_completions=False)
 
-    times: dict[str, list[float]] = {"trl": [], "tdrm_prm_online": [], "tdrm_prm_off": []}
-    steps: dict[str, list[dict[str, float]]] = {"tdrm_prm_online": [], "tdrm_prm_off": []}  # timed steps' metrics
+    trl_times: list[float] = []
     trl_lengths: list[float] = []
+    steps: dict[str, list[dict[str, float]]] = {"tdrm_prm_online": [], "tdrm_prm_off": []}  # timed steps' metrics
     counter = [2000]
     trainer.set_shape(trajectories, max_new_tokens)
 
@@ -75,14 +75,13 @@ def run(trainer: BenchTrainer, policy_path: str, quick: bool, trajectories: int,
             elapsed = time.perf_counter() - self.begin
             first = state.global_step <= 1  # warm-up step of each side, not timed
             if not first:
-                times["trl"].append(elapsed)
+                trl_times.append(elapsed)
                 trl_lengths.append(grpo._metrics["train"]["completions/mean_length"][-1])
             for name, off in (("tdrm_prm_online", False), ("tdrm_prm_off", True)):
                 prm_off(trainer, off)
                 counter[0] += 1
                 metrics = trainer.step(counter[0])
                 if not first:
-                    times[name].append(metrics["timing_s/step"])
                     steps[name].append(metrics)
             prm_off(trainer, False)
 
@@ -92,6 +91,7 @@ def run(trainer: BenchTrainer, policy_path: str, quick: bool, trajectories: int,
                        processing_class=tok, callbacks=[Alternate()])
     grpo.train()
 
+    times = {"trl": trl_times, **{k: [m["timing_s/step"] for m in v] for k, v in steps.items()}}
     med = {k: median(v) for k, v in times.items()}
     tps = {k: trajectories / v for k, v in med.items()}
     # Response length sets the cost of every stage: each side's policy drifts on its own during the run.
@@ -109,10 +109,14 @@ def run(trainer: BenchTrainer, policy_path: str, quick: bool, trajectories: int,
                   ["stage", labels["tdrm_prm_online"], labels["tdrm_prm_off"]])
     for label, key in STAGES:
         where.add(label, stages["tdrm_prm_online"][key], stages["tdrm_prm_off"][key])
+    on, off = stages["tdrm_prm_online"], stages["tdrm_prm_off"]
+    # What the PRM adds to a step's wall time: its values pass plus the update stage's growth over PRM-off steps.
+    prm_wall = on["timing_s/prm_values_and_logprobs"] + max(0.0, on["timing_s/update"] - off["timing_s/update"])
     ratio = tps["tdrm_prm_online"] / tps["trl"]
     target = {"target": "tdrm-rl (PRM online) >= 1.5x TRL GRPOTrainer trajectories/s",
               "measured": f"{ratio:.2f}x", "met": ratio >= 1.5}
     return {"trl_version": trl.__version__, "trajectories": trajectories, "max_new_tokens": max_new_tokens,
             "step_times": times, "median_step_s": med, "trajectories_per_s": tps,
             "ratio_prm_online_vs_trl": ratio, "ratio_prm_off_vs_trl": tps["tdrm_prm_off"] / tps["trl"],
-            "mean_response_tokens": lengths, "tdrm_stage_s": stages, "targets": [target]}, [table, where]
+            "mean_response_tokens": lengths, "tdrm_stage_s": stages,
+            "prm_critical_path_share": prm_wall / med["tdrm_prm_online"], "targets": [target]}, [table, where]

@@ -266,10 +266,9 @@ class RLTrainer:
                     policy_calls["old_logprobs"] = "logprobs"
                 if cfg.policy.kl_coef > 0:
                     policy_calls["ref_logprobs"] = "ref_logprobs"
-                threads = self.stage_threads(self.prm, *([self.policy] if policy_calls else []))
-                refs = {"step_logits": self.prm.submit("values", prm_batch, threads=threads)[0]}
-                refs.update({field: self.policy.submit(method, batch, threads=threads)[0]
-                             for field, method in policy_calls.items()})
+                self.share_cores(self.prm, *([self.policy] if policy_calls else []))
+                refs = {"step_logits": self.prm.submit("values", prm_batch)[0]}
+                refs.update({field: self.policy.submit(method, batch)[0] for field, method in policy_calls.items()})
                 for name, ref in refs.items():
                     setattr(batch, name, self.prm.get(ref, stage=name) if name == "step_logits"
                             else self.policy.get(ref, stage=name))
@@ -277,11 +276,9 @@ class RLTrainer:
             prm_metrics = None
             if cfg.prm.update == "online_before":  # the critic learns from this batch before it judges it
                 with timer("prm_update_before"):
-                    threads = self.stage_threads(self.prm)
-                    prm_metrics = self.prm.get(self.prm.submit("td_update", prm_batch, threads=threads)[0],
-                                               stage="prm_td_update")
-                    batch.step_logits = self.prm.get(self.prm.submit("values", prm_batch, threads=threads)[0],
-                                                     stage="step_logits")
+                    self.share_cores(self.prm)
+                    prm_metrics = self.prm.get(self.prm.submit("td_update", prm_batch)[0], stage="prm_td_update")
+                    batch.step_logits = self.prm.get(self.prm.submit("values", prm_batch)[0], stage="step_logits")
                     prm_batch.step_logits = batch.step_logits
             with timer("advantages"):
                 batch.rewards, prm_score = self.blend(batch)
@@ -289,9 +286,9 @@ class RLTrainer:
                 batch.advantages = estimate.advantages
             with timer("update"):
                 prm_updates = self.prm_updates_after(step)
-                threads = self.stage_threads(self.policy, *([self.prm] if prm_updates else []))
-                policy_ref = self.policy.submit("update", batch, threads=threads)
-                prm_ref = self.prm.submit("td_update", prm_batch, threads=threads) if prm_updates else None
+                self.share_cores(self.policy, *([self.prm] if prm_updates else []))
+                policy_ref = self.policy.submit("update", batch)
+                prm_ref = self.prm.submit("td_update", prm_batch) if prm_updates else None
                 metrics = self.policy.get(policy_ref, stage="policy_update")[0]
                 if prm_ref is not None:
                     metrics.update(self.prm.get(prm_ref, stage="prm_td_update")[0])
@@ -314,9 +311,12 @@ class RLTrainer:
         metrics.update(sampling)
         return metrics
 
-    def stage_threads(self, *groups: WorkerGroup) -> int:
-        """Torch threads per actor for a stage in which these groups' actors compute together."""
-        return stage_threads(self.cfg, self.cores, sum(len(g.actors) for g in groups))
+    def share_cores(self, *groups: WorkerGroup) -> None:
+        """Size the torch threads of these groups' actors for the stage they are about to compute in together."""
+        threads = stage_threads(self.cfg, self.cores, sum(len(g.actors) for g in groups))
+        if threads:
+            for group in groups:
+                group.submit("use_threads", threads)  # runs before the stage's calls: actors keep call order
 
     def prm_updates_after(self, step: int) -> bool:
         """Whether the PRM's TD update (the critic update) runs alongside this step's policy update."""

@@ -66,7 +66,8 @@ class BaseWorker:
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
 
     def use_threads(self, threads: int) -> None:
-        """Torch threads for this call (0: keep). The driver sizes them per stage (`driver.stage_threads`)."""
+        """Torch threads for the calls that follow (0: keep). The driver sizes them per stage
+        (`RLTrainer.share_cores`); an actor runs one caller's calls in order, so they apply to that stage."""
         if threads > 0 and threads != torch.get_num_threads():
             torch.set_num_threads(threads)
 

@@ -46,17 +46,15 @@ class PolicyWorker(WeightSender, DeepSpeedWorker):
         width = batch.input_ids.shape[1]
         return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts]) * batch.response_mask
 
-    def logprobs(self, batch: Batch, threads: int = 0) -> torch.Tensor:
-        self.use_threads(threads)
+    def logprobs(self, batch: Batch) -> torch.Tensor:
         with self.timed("old_logprobs"):
             return self._logprobs(self.engine.module, batch)
 
-    def ref_logprobs(self, batch: Batch, threads: int = 0) -> torch.Tensor:
-        self.use_threads(threads)
+    def ref_logprobs(self, batch: Batch) -> torch.Tensor:
         with self.timed("ref_logprobs"):
             return self._logprobs(self.reference, batch)
 
-    def update(self, batch: Batch, threads: int = 0) -> dict[str, float]:
+    def update(self, batch: Batch) -> dict[str, float]:
         """One pass over the batch in `policy.mini_batches` optimizer steps (PPO-clip, token-mean).
 
         When `old_logprobs` is absent (one optimizer step per batch), the ratio's denominator is the
@@ -64,7 +62,6 @@ class PolicyWorker(WeightSender, DeepSpeedWorker):
         gradient. That saves a forward pass on the critical path.
         """
         pc = self.cfg.policy
-        self.use_threads(threads)
         with self.timed("policy_update"):
             shard = batch.select(self.rows_for_rank(len(batch)))
             order = torch.randperm(len(shard), generator=torch.Generator().manual_seed(len(shard)))

@@ -73,21 +73,19 @@ class PRMWorker(DeepSpeedWorker):
             parts.append(prm_step_logits(model, mb.input_ids, mb.attention_mask, mb.step_ends, mb.step_mask).float().cpu())
         return torch.cat(parts)
 
-    def values(self, batch: Batch, threads: int = 0) -> torch.Tensor:
+    def values(self, batch: Batch) -> torch.Tensor:
         """Step logits [B, S] (sigmoid gives V(s_t)); the driver reads both."""
-        self.use_threads(threads)
         with self.timed("prm_values"):
             self.engine.eval()
             return self._step_logits(self.engine.module, batch)
 
-    def td_update(self, batch: Batch, threads: int = 0) -> dict[str, float]:
+    def td_update(self, batch: Batch) -> dict[str, float]:
         """Semi-gradient TD: targets from the pre-update values (online) or the EMA copy, then BCE.
 
         `batch.step_logits` must hold this network's pre-update logits (the driver's PRM-values stage),
         so the online bootstrap costs no extra forward pass.
         """
         pc = self.cfg.prm
-        self.use_threads(threads)
         with self.timed("prm_update"):
             shard = batch.select(self.rows_for_rank(len(batch)))
             if self.target is not None:
