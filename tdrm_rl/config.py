@@ -167,7 +167,7 @@ class TrainerConfig:
     total_steps: int = 150  # ~8 min on 2 CPU cores for the embedded default
     eval_every: int = 25
     eval_sampled: bool = True  # also report sampled accuracy at rollout.eval_temperature
-    save_every: int = 0  # 0 = save only at the end
+    save_every: int = 0  # every N steps and at the end; 0 = only at the end; -1 = never (smoke runs: disk)
     output_dir: str = "runs/grpo_tdrm"
     seed: int = 0
     progress: bool = True
@@ -356,6 +356,8 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         section, name = dotted.split(".")
         if getattr(getattr(cfg, section), name) < 0:
             raise ConfigError(f"{source}: key '{dotted}' must be >= 0")
+    if cfg.trainer.save_every < -1:
+        raise ConfigError(f"{source}: key 'trainer.save_every' must be >= -1 (-1 = never write a checkpoint)")
     if cfg.trainer.max_nonfinite_updates < 1:
         raise ConfigError(f"{source}: key 'trainer.max_nonfinite_updates' must be >= 1")
     resume = cfg.trainer.resume

@@ -476,26 +476,32 @@ class RLTrainer:
                 skipped = self.nan_guard(step, metrics)
                 self.logger.log(step, metrics)
                 self.logged.append({"step": step, **metrics})
-                if tc.save_every and step % tc.save_every == 0 and step != tc.total_steps and not skipped:
+                if tc.save_every > 0 and step % tc.save_every == 0 and step != tc.total_steps and not skipped:
                     self.save_checkpoint(step)
                     saved_at = step
                 bar.update(1)
                 bar.set_postfix(acc=f"{metrics['reward/rule_mean']:.2f}", td=f"{metrics.get('prm/td_loss', 0):.3f}",
                                 s=f"{metrics['timing_s/step']:.1f}")
                 if stop.requested and step < tc.total_steps:
-                    path = latest_checkpoint(self.out) if saved_at == step else self.save_checkpoint(step)
                     self.logger.close()
+                    if tc.save_every < 0:
+                        raise RunStopped(f"stopped by {stop.name} after step {step}; no checkpoint written "
+                                         "(trainer.save_every=-1)", exit_code=128 + stop.requested)
+                    path = latest_checkpoint(self.out) if saved_at == step else self.save_checkpoint(step)
                     raise RunStopped(f"stopped by {stop.name} after step {step}; resume with trainer.resume=auto "
                                      f"(checkpoint: {path})", exit_code=128 + stop.requested)
         bar.close()
-        ckpt = self.save_checkpoint(tc.total_steps) if saved_at != tc.total_steps else latest_checkpoint(self.out)
+        if tc.save_every < 0:
+            ckpt = None
+        else:
+            ckpt = self.save_checkpoint(tc.total_steps) if saved_at != tc.total_steps else latest_checkpoint(self.out)
         self.logger.close()
         evals = [{k: v for k, v in r.items() if k.startswith("eval/")} for r in self.logged
                  if r.get("eval/greedy_accuracy") is not None]
         summary = self.summarize(evals, ckpt, time.time() - start)
         return summary
 
-    def summarize(self, evals: list[dict[str, float]], ckpt: str, seconds: float) -> dict[str, Any]:
+    def summarize(self, evals: list[dict[str, float]], ckpt: str | None, seconds: float) -> dict[str, Any]:
         last = evals[-2:] if len(evals) > 2 else evals[-1:]
         summary = {
             "warm_start_greedy_accuracy": evals[0]["eval/greedy_accuracy"],
@@ -520,5 +526,6 @@ class RLTrainer:
             ("sampled accuracy T=1, after RL (mean of last 2 evals)", fmt(summary["final_sampled_accuracy"])),
             ("RL wall time (s)", f"{seconds:.0f}"),
         ], title="tdrm-rl summary")
-        print("\n" + table + f"\n\nmetrics: {self.logger.path}\nplot:    {summary['plot']}\ncheckpoint: {ckpt}\n")
+        saved = ckpt or "none (trainer.save_every=-1)"
+        print("\n" + table + f"\n\nmetrics: {self.logger.path}\nplot:    {summary['plot']}\ncheckpoint: {saved}\n")
         return summary

@@ -68,6 +68,7 @@ def test_smollm2_recipe_trains_one_rl_step(ray_local, smollm2, smollm2_cache, tm
     cfg = load_config(RECIPE, ["rollout.backend=hf", "trainer.total_steps=1", "trainer.eval_every=1",
                                "data.eval_size=4", "rollout.prompts_per_step=2", "rollout.group_size=2",
                                "rollout.max_new_tokens=48", "trainer.progress=false", "trainer.tensorboard=false",
+                               "trainer.save_every=-1",  # a SmolLM2 checkpoint with engine state is ~4.5 GB
                                f"model.cache_dir={smollm2_cache}", f"trainer.output_dir={tmp_path}/run"])
     resolve_models(cfg)
     assert cfg.model.policy_path == smollm2
@@ -79,6 +80,7 @@ def test_smollm2_recipe_trains_one_rl_step(ray_local, smollm2, smollm2_cache, tm
     assert [r["step"] for r in steps] == [1]
     assert all(math.isfinite(r["prm/td_loss"]) and r["response/steps_mean"] > 0 for r in steps)
     assert "eval/greedy_accuracy" in steps[-1] and summary["eval_problems"] == 4
+    assert summary["checkpoint"] is None and not os.path.exists(os.path.join(cfg.trainer.output_dir, "checkpoints"))
     after = trainer.policy.run_rank0("export_state_dict")["model.layers.0.mlp.up_proj.weight"]
     assert (after - before).abs().max().item() > 0
     for group in (trainer.rollout, trainer.policy, trainer.prm):

@@ -60,11 +60,16 @@ def test_recipe_errors_name_the_key_and_file(tmp_path, text, key):
     ("reward.dense=diff", "reward.dense"),
     ("algorithm.lam=2", "algorithm.lam"),
     ("prm.update_every=0", "prm.update_every"),
+    ("trainer.save_every=-2", "trainer.save_every"),
 ])
 def test_override_errors_name_the_key(override, key):
     with pytest.raises(ConfigError) as err:
         load_config(RECIPE, [override])
     assert key in str(err.value)
+
+
+def test_save_every_minus_one_means_never_write_a_checkpoint():
+    assert load_config(RECIPE, ["trainer.save_every=-1"]).trainer.save_every == -1
 
 
 def test_missing_recipe_and_missing_parent_are_named(tmp_path):
