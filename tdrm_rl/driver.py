@@ -384,6 +384,12 @@ class RLTrainer:
     def save_checkpoint(self, step: int) -> str:
         return write_checkpoint(self, step)
 
+    def last_checkpoint(self, step: int, saved_at: int) -> str | None:
+        """The checkpoint a run ends on at `step`: written unless this step has one; None with save_every=-1."""
+        if self.cfg.trainer.save_every < 0:
+            return None
+        return latest_checkpoint(self.out) if saved_at == step else self.save_checkpoint(step)
+
     # ----- faults ---------------------------------------------------------------------------------
     def recover(self, died: WorkerDied) -> int | None:
         """Restart the dead role. Rollout: reload the last synced policy weights, retry the step (returns None).
@@ -483,18 +489,14 @@ class RLTrainer:
                 bar.set_postfix(acc=f"{metrics['reward/rule_mean']:.2f}", td=f"{metrics.get('prm/td_loss', 0):.3f}",
                                 s=f"{metrics['timing_s/step']:.1f}")
                 if stop.requested and step < tc.total_steps:
+                    path = self.last_checkpoint(step, saved_at)
                     self.logger.close()
-                    if tc.save_every < 0:
-                        raise RunStopped(f"stopped by {stop.name} after step {step}; no checkpoint written "
-                                         "(trainer.save_every=-1)", exit_code=128 + stop.requested)
-                    path = latest_checkpoint(self.out) if saved_at == step else self.save_checkpoint(step)
-                    raise RunStopped(f"stopped by {stop.name} after step {step}; resume with trainer.resume=auto "
-                                     f"(checkpoint: {path})", exit_code=128 + stop.requested)
+                    then = (f"resume with trainer.resume=auto (checkpoint: {path})" if path
+                            else "no checkpoint written (trainer.save_every=-1)")
+                    raise RunStopped(f"stopped by {stop.name} after step {step}; {then}",
+                                     exit_code=128 + stop.requested)
         bar.close()
-        if tc.save_every < 0:
-            ckpt = None
-        else:
-            ckpt = self.save_checkpoint(tc.total_steps) if saved_at != tc.total_steps else latest_checkpoint(self.out)
+        ckpt = self.last_checkpoint(tc.total_steps, saved_at)
         self.logger.close()
         evals = [{k: v for k, v in r.items() if k.startswith("eval/")} for r in self.logged
                  if r.get("eval/greedy_accuracy") is not None]
