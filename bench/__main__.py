@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench import rl_step, scoring, td_throughput, trl_compare
     from tdrm_rl.config import load_config
-    from tdrm_rl.models import set_cpu_defaults
-    from tdrm_rl.sft import ensure_policy
+    from tdrm_rl.models.load import set_cpu_defaults
+    from tdrm_rl.models.sft import ensure_policy
 
     set_cpu_defaults(0)
     results: dict[str, Any] = {"quick": args.quick, "targets": [],

@@ -13,10 +13,10 @@ from typing import Any
 import ray
 
 from bench.common import Table, fit_exponent, median, timed
-from tdrm_rl.batch import Batch
+from tdrm_rl.data.batch import Batch
 from tdrm_rl.config import RunConfig
-from tdrm_rl.driver import RLTrainer
-from workers.base import peak_rss_mb
+from tdrm_rl.rl.trainer import RLTrainer
+from tdrm_rl.workers.base import peak_rss_mb
 
 GROUP = 8  # rollouts per prompt (the recipe's G)
 STAGES = [  # (row label, metric key): the driver's stages, then the trainers' own clocks

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from bench.common import Table, median, timed
-from tdrm_rl.models import load_prm, prm_prefix_step_logits, prm_step_logits
+from tdrm_rl.models.load import load_prm, prm_prefix_step_logits, prm_step_logits
 
 
 def step_batch(vocab: list[int], pad_id: int, rows: int, steps: int, step_len: int, prompt_len: int,

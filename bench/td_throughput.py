@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from bench.common import Table, median, timed
-from tdrm_rl.td import lambda_targets, nstep_targets
+from tdrm_rl.algos.td import lambda_targets, nstep_targets
 
 TRANSITIONS = 10**6
 

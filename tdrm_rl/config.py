@@ -43,7 +43,7 @@ class DataConfig:
     on_bad_row: str = "error"  # "error": stop, naming the file and line; "skip": drop bad rows and count them
     task_options: Dict[str, Any] = field(default_factory=dict)  # reasoning_gym: its dataset config's arguments
     verify_timeout_s: float = 5.0  # deadline of one answer check (math-verify, reasoning-gym scorer), in a child
-    system_prompt: Optional[str] = None  # None = tdrm_rl.prompts.SYSTEM_PROMPT (blank-line steps, \boxed{} answer)
+    system_prompt: Optional[str] = None  # None = tdrm_rl.tasks.prompts.SYSTEM_PROMPT (blank-line steps, \boxed{} answer)
 
 
 @dataclass
@@ -138,7 +138,7 @@ class PRMConfig:
     terminal_weight: float = 1.0
     bootstrap: str = "online"  # "online" network or "ema" target copy
     ema_decay: float = 0.99
-    shaping: str = "none"  # intermediate rewards r_i, a name in tdrm_rl.td.SHAPINGS: none | step_penalty
+    shaping: str = "none"  # intermediate rewards r_i, a name in tdrm_rl.algos.td.SHAPINGS: none | step_penalty
     shaping_coef: float = 0.05  # step_penalty: r_i = -shaping_coef before the final step
 
 
@@ -173,7 +173,7 @@ class TrainerConfig:
     progress: bool = True
     tensorboard: bool = True
     torch_threads: int = 0  # 0 = let each worker pick from its CPU share
-    # Checkpoints and resume (tdrm_rl/checkpoint.py). "auto" = the newest complete checkpoint under
+    # Checkpoints and resume (tdrm_rl/rl/checkpoint.py). "auto" = the newest complete checkpoint under
     # output_dir/checkpoints (a fresh start if there is none), "none" = start fresh, else a checkpoint directory.
     resume: str = "none"
     keep_checkpoints: int = 0  # keep only the newest K complete checkpoints; 0 = keep all
@@ -367,7 +367,7 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
 
 def is_model_alias(name: str) -> bool:
     """A model name `tdrm-rl models fetch` knows (e.g. smollm2-135m), resolved from its cache at run time."""
-    from tdrm_rl.model_zoo import MODELS
+    from tdrm_rl.models.zoo import MODELS
 
     return name in MODELS
 

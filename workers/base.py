@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import torch
 
 from tdrm_rl.config import RunConfig
-from tdrm_rl.models import set_cpu_defaults
+from tdrm_rl.models.load import set_cpu_defaults
 
 
 def quiet_libraries() -> None:
@@ -83,12 +83,12 @@ class BaseWorker:
 
     def rng_state(self) -> dict:
         """Every RNG this process draws from (a checkpoint restores sampling exactly)."""
-        from tdrm_rl.checkpoint import capture_rng
+        from tdrm_rl.rl.checkpoint import capture_rng
 
         return capture_rng()
 
     def set_rng_state(self, state: dict) -> None:
-        from tdrm_rl.checkpoint import restore_rng
+        from tdrm_rl.rl.checkpoint import restore_rng
 
         restore_rng(state)
 

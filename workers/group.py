@@ -45,7 +45,7 @@ class WorkerGroup:
         self.role = role
         self.timeout = cfg.cluster.call_timeout_s
         self.restarts = 0
-        self.placement = placement  # a workers.placement.Placement: per-rank bundles, released on kill()
+        self.placement = placement  # a tdrm_rl.workers.placement.Placement: per-rank bundles, released on kill()
         remote_cls = ray.remote(cls)
         options = dict(num_cpus=num_cpus, num_gpus=num_gpus, runtime_env={"env_vars": worker_env()})
         per_rank = placement.options(role) if placement is not None else [{}] * world_size

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tdrm_rl.config import RunConfig
-from workers.weight_sync import uses_gpu
+from tdrm_rl.workers.weight_sync import uses_gpu
 
 ROLES = ("rollout", "policy", "prm")
 # Colocated GPU shares (sum to 1): the engine holds weights + KV cache, trainers sleep it while they run.

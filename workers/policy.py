@@ -8,12 +8,12 @@ from __future__ import annotations
 import torch
 
 from tdrm_rl.algos import agg_weight, aggregate_loss, get_policy_loss, kl_penalty, masked_mean
-from tdrm_rl.batch import Batch
+from tdrm_rl.data.batch import Batch
 from tdrm_rl.config import RunConfig
-from tdrm_rl.logprobs import token_logprobs
-from tdrm_rl.models import load_policy
-from workers.trainer import DeepSpeedWorker, micro_batches_per_step
-from workers.weight_sync import WeightSender
+from tdrm_rl.models.logprobs import token_logprobs
+from tdrm_rl.models.load import load_policy
+from tdrm_rl.workers.deepspeed import DeepSpeedWorker, micro_batches_per_step
+from tdrm_rl.workers.weight_sync import WeightSender
 
 
 class PolicyWorker(WeightSender, DeepSpeedWorker):

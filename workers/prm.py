@@ -11,11 +11,11 @@ import os
 
 import torch
 
-from tdrm_rl.batch import Batch
+from tdrm_rl.data.batch import Batch
 from tdrm_rl.config import RunConfig
-from tdrm_rl.models import load_prm, prm_step_logits
-from tdrm_rl.td import SHAPINGS, ema_update, lambda_targets, mean_abs_td_error, nstep_targets, prm_td_loss
-from workers.trainer import DeepSpeedWorker, micro_batches_per_step
+from tdrm_rl.models.load import load_prm, prm_step_logits
+from tdrm_rl.algos.td import SHAPINGS, ema_update, lambda_targets, mean_abs_td_error, nstep_targets, prm_td_loss
+from tdrm_rl.workers.deepspeed import DeepSpeedWorker, micro_batches_per_step
 
 
 def td_targets(cfg, bootstrap_logits: torch.Tensor, batch: Batch) -> torch.Tensor:

@@ -121,7 +121,7 @@ class WeightSender:
         """A routable address for the weight group's store (engines may sit on other nodes)."""
         import ray
 
-        from workers.base import free_port
+        from tdrm_rl.workers.base import free_port
 
         return ray.util.get_node_ip_address(), free_port()
 

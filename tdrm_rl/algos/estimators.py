@@ -20,7 +20,7 @@ from torch import Tensor
 from tdrm_rl.algos.gae import step_gae
 from tdrm_rl.algos.masked import masked_whiten
 from tdrm_rl.algos.registry import register_adv_estimator
-from tdrm_rl.algos.steps import last_response_index, spread_steps_to_tokens, sum_tokens_per_step
+from tdrm_rl.algos.step_axis import last_response_index, spread_steps_to_tokens, sum_tokens_per_step
 
 __all__ = ["EstimatorOutput", "group_zscore", "group_mean", "grpo_advantages", "drgrpo_advantages",
            "rloo_advantages", "broadcast_sequence_advantages", "discounted_returns", "ppo_start_values"]

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from tdrm_rl.algos.estimators import group_zscore
-from tdrm_rl.algos.steps import last_response_index, place_at_step_ends
+from tdrm_rl.algos.step_axis import last_response_index, place_at_step_ends
 
 __all__ = ["DENSE_MODES", "process_step_rewards", "group_zscore_steps", "token_rewards"]
 

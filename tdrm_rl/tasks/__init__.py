@@ -10,7 +10,7 @@ Every task has the interface of `base.Task`. The real-problem tasks import their
 
 from __future__ import annotations
 
-from ..config import DataConfig
+from tdrm_rl.config import DataConfig
 from .arith import ArithTask, verify
 from .base import DataError, Problem, Task
 

@@ -17,7 +17,7 @@ class Problem:
     """One task instance.
 
     `prompt` is the text the policy sees. Tasks with `needs_template = True` put the bare question
-    here and `tdrm_rl.prompts.PromptedTask` renders it with the model's chat template (keeping the
+    here and `tdrm_rl.tasks.prompts.PromptedTask` renders it with the model's chat template (keeping the
     bare question in `question`); the embedded arith task writes its own compact prompt. `solution`
     is a worked solution where the source has one ("" otherwise).
     """

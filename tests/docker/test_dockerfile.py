@@ -76,10 +76,10 @@ def test_image_installs_the_package_and_its_entry_point() -> None:
     assert entry == [["tdrm-rl"]]
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
         scripts = tomllib.load(f)["project"]["scripts"]
-    assert scripts["tdrm-rl"] == "tdrm_rl.cli:main"
-    from tdrm_rl import cli
+    assert scripts["tdrm-rl"] == "tdrm_rl.cli.main:main"
+    from tdrm_rl.cli.main import main
 
-    assert callable(cli.main)
+    assert callable(main)
 
 
 @pytest.mark.parametrize("path", [".venv", ".cache", "runs", ".git"])

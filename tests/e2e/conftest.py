@@ -25,7 +25,7 @@ def tiny_config(tmp_path, cache_dir, *extra):
 
 @pytest.fixture(scope="session")
 def tiny_policy(tiny_cache, tmp_path_factory):
-    from tdrm_rl.sft import ensure_policy
+    from tdrm_rl.models.sft import ensure_policy
 
     cfg = tiny_config(tmp_path_factory.mktemp("sft"), tiny_cache)
     return ensure_policy(cfg, progress=False)

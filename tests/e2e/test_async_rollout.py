@@ -5,7 +5,7 @@ import math
 import os
 
 from tests.e2e.conftest import tiny_config
-from tdrm_rl.driver import RLTrainer
+from tdrm_rl.rl.trainer import RLTrainer
 
 
 def max_diff(a, b):

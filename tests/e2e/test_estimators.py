@@ -12,7 +12,7 @@ import torch
 
 from tests.e2e.conftest import ROOT, TINY
 from tdrm_rl.config import load_config
-from tdrm_rl.driver import RLTrainer
+from tdrm_rl.rl.trainer import RLTrainer
 
 # Lean: evaluate only at the start and the end, no sampled eval, no tensorboard.
 LEAN = ["trainer.total_steps=3", "trainer.eval_every=3", "trainer.eval_sampled=false", "trainer.tensorboard=false"]

@@ -4,14 +4,14 @@ import pytest
 import torch
 
 from tdrm_rl.algos import broadcast_sequence_advantages, grpo_advantages
-from tdrm_rl.collate import TokenTexts, collate
+from tdrm_rl.data.collate import TokenTexts, collate
 from tdrm_rl.config import load_config
-from tdrm_rl.models import build_tiny_policy
-from tdrm_rl.tokenizer import build_char_tokenizer
+from tdrm_rl.models.load import build_tiny_policy
+from tdrm_rl.models.tokenizer import build_char_tokenizer
 from tests.e2e.conftest import RECIPE
-from workers.group import WorkerGroup
-from workers.placement import Placement
-from workers.policy import PolicyWorker
+from tdrm_rl.workers.group import WorkerGroup
+from tdrm_rl.workers.placement import Placement
+from tdrm_rl.workers.policy import PolicyWorker
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import os
 import re
 
 from tests.e2e.conftest import RECIPE
-from tdrm_rl.cli import main
-from tdrm_rl.paper import MAIN_COLUMNS, METHODS, QUICK, RL_METHODS
+from tdrm_rl.cli.main import main
+from tdrm_rl.repro.paper import MAIN_COLUMNS, METHODS, QUICK, RL_METHODS
 
 CELL = re.compile(r"^(-?\d+\.\d+) ± (\d+\.\d+)$")
 

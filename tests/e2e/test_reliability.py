@@ -20,10 +20,10 @@ import torch
 from safetensors.torch import load_file
 
 from tests.e2e.conftest import RECIPE, ROOT, TINY, tiny_config
-from tdrm_rl.checkpoint import COMPLETE, complete_checkpoints, read_state
-from tdrm_rl.driver import RLTrainer
-from workers.base import BaseWorker
-from workers.group import RoleError, WorkerGroup
+from tdrm_rl.rl.checkpoint import COMPLETE, complete_checkpoints, read_state
+from tdrm_rl.rl.trainer import RLTrainer
+from tdrm_rl.workers.base import BaseWorker
+from tdrm_rl.workers.group import RoleError, WorkerGroup
 
 # Deterministic and small: one torch thread per worker, few eval problems, no TensorBoard.
 FAST = TINY + ["data.eval_size=8", "trainer.torch_threads=1", "trainer.tensorboard=false"]
@@ -69,7 +69,7 @@ class Cli:
         env = dict(os.environ, TDRM_TEST_TAG=self.tag,
                    PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
         env.pop("RAY_ADDRESS", None)
-        self.proc = subprocess.Popen([sys.executable, "-m", "tdrm_rl.cli", "train", RECIPE, *args], env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "tdrm_rl.cli.main", "train", RECIPE, *args], env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      start_new_session=True)
 

@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from tdrm_rl.model_zoo import INFO_FILE, fetch
+from tdrm_rl.models.zoo import INFO_FILE, fetch
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 RECIPE = os.path.join(ROOT, "recipes", "smollm2", "grpo_tdrm_gsm_symbolic.yaml")
@@ -41,8 +41,8 @@ def test_fetch_converts_once_then_reuses_the_cache(smollm2, smollm2_cache):
 
 
 def test_greedy_answers_a_simple_question(smollm2):
-    from tdrm_rl.generation import generate
-    from tdrm_rl.models import load_policy
+    from tdrm_rl.models.generation import generate
+    from tdrm_rl.models.load import load_policy
 
     model, tok = load_policy(smollm2)
     assert not model.config.tie_word_embeddings  # untied for vLLM's weight reload
@@ -59,9 +59,9 @@ def test_greedy_answers_a_simple_question(smollm2):
 
 
 def test_smollm2_recipe_trains_one_rl_step(ray_local, smollm2, smollm2_cache, tmp_path):
-    from tdrm_rl.cli import resolve_models
+    from tdrm_rl.cli.main import resolve_models
     from tdrm_rl.config import load_config
-    from tdrm_rl.driver import RLTrainer
+    from tdrm_rl.rl.trainer import RLTrainer
 
     # One step of the real recipe at lean sizes (a SmolLM2 step takes ~40 s on 2 cores). HF generate: the vLLM
     # engine's start is covered by the weight-sync tests; the recipe's full-size vLLM run is in the README.

@@ -7,7 +7,7 @@ import os
 import torch
 
 from tests.e2e.conftest import tiny_config
-from tdrm_rl.driver import RLTrainer
+from tdrm_rl.rl.trainer import RLTrainer
 
 
 def weights(group):

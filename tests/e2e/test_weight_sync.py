@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tdrm_rl.algos import broadcast_sequence_advantages, grpo_advantages
-from tdrm_rl.driver import RLTrainer
+from tdrm_rl.rl.trainer import RLTrainer
 from tests.e2e.conftest import tiny_config
 
 

@@ -4,7 +4,7 @@ They need a CUDA build of vLLM, Ray and GPUs; without CUDA they are skipped (tes
 import pytest
 import torch
 
-from tdrm_rl.driver import RLTrainer
+from tdrm_rl.rl.trainer import RLTrainer
 from tests.e2e.conftest import tiny_config
 from tests.e2e.test_weight_sync import fixed_batch, grpo_update, max_gap
 

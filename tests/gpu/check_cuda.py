@@ -54,7 +54,7 @@ def sync(device: str) -> None:
 def save_random_policy(size: str, path: str) -> Any:
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from tdrm_rl.tokenizer import build_char_tokenizer
+    from tdrm_rl.models.tokenizer import build_char_tokenizer
 
     tok = build_char_tokenizer()
     config = Qwen2Config(vocab_size=len(tok), max_position_embeddings=2048, tie_word_embeddings=False,
@@ -67,7 +67,7 @@ def save_random_policy(size: str, path: str) -> Any:
 
 def step_batch(tok: Any, rows: int, steps: int, step_tokens: int, seed: int = 0) -> Any:
     """A Batch of random responses with `steps` blank-line-separated steps each, collated like a rollout."""
-    from tdrm_rl.collate import TokenTexts, collate
+    from tdrm_rl.data.collate import TokenTexts, collate
 
     g = torch.Generator().manual_seed(seed)
     digits = [tok.convert_tokens_to_ids(c) for c in "0123456789+-*= "]
@@ -88,8 +88,8 @@ def step_batch(tok: Any, rows: int, steps: int, step_tokens: int, seed: int = 0)
 
 
 def check_hf_generate(ctx: dict) -> dict:
-    from tdrm_rl.generation import generate
-    from tdrm_rl.models import load_policy
+    from tdrm_rl.models.generation import generate
+    from tdrm_rl.models.load import load_policy
 
     model, tok = load_policy(ctx["policy"])
     model.to(ctx["device"], dtype=ctx["dtype"]).eval()
@@ -107,7 +107,7 @@ def check_hf_generate(ctx: dict) -> dict:
 
 
 def check_prm_single_pass(ctx: dict) -> dict:
-    from tdrm_rl.models import load_prm, prm_prefix_step_logits, prm_step_logits
+    from tdrm_rl.models.load import load_prm, prm_prefix_step_logits, prm_step_logits
 
     prm, tok = load_prm(ctx["policy"], init_from_policy=True)
     out = {}
@@ -134,7 +134,7 @@ def check_prm_single_pass(ctx: dict) -> dict:
 
 def _worker(cls: Any, ctx: dict, **kwargs: Any) -> Any:
     from tdrm_rl.config import load_config
-    from workers.base import free_port
+    from tdrm_rl.workers.base import free_port
 
     cfg = load_config(os.path.join(ROOT, "recipes", "grpo_tdrm.yaml"),
                       ["policy.zero_stage=2", "prm.zero_stage=2", "policy.micro_batch_size=8",
@@ -151,9 +151,9 @@ def _params(module: torch.nn.Module) -> torch.Tensor:
 
 
 def check_deepspeed_policy(ctx: dict) -> dict:
-    from tdrm_rl.models import load_policy
-    from workers.policy import PolicyWorker
-    from workers.rollout import RolloutWorker
+    from tdrm_rl.models.load import load_policy
+    from tdrm_rl.workers.policy import PolicyWorker
+    from tdrm_rl.workers.rollout.hf import RolloutWorker
 
     cfg, policy = _worker(PolicyWorker, ctx)
     tok = policy.tokenizer
@@ -183,7 +183,7 @@ def check_deepspeed_policy(ctx: dict) -> dict:
 
 
 def check_deepspeed_prm(ctx: dict) -> dict:
-    from workers.prm import PRMWorker
+    from tdrm_rl.workers.prm import PRMWorker
 
     _, prm = _worker(PRMWorker, ctx, init_from_policy=True)
     batch = step_batch(prm.tokenizer, rows=16, steps=4, step_tokens=12)
@@ -200,7 +200,7 @@ def check_deepspeed_prm(ctx: dict) -> dict:
 
 
 def _ipc_receiver(plan: Any, handles: Any, uuid: str, queue: Any) -> None:
-    from workers.vllm_extension import rebuild_ipc_tensor, unflatten_bucket
+    from tdrm_rl.workers.rollout.vllm_extension import rebuild_ipc_tensor, unflatten_bucket
 
     torch.cuda.set_device(0)
     out = {}
@@ -217,8 +217,8 @@ def check_cuda_ipc(ctx: dict) -> dict:
 
     import torch.multiprocessing as mp
 
-    from tdrm_rl.models import load_policy
-    from workers.weight_sync import WeightSender
+    from tdrm_rl.models.load import load_policy
+    from tdrm_rl.workers.weight_sync import WeightSender
 
     model, _ = load_policy(ctx["policy"])
     model.to("cuda", dtype=torch.bfloat16)

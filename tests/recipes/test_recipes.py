@@ -85,8 +85,8 @@ def test_family_architecture_loads_as_policy_and_prm(model_type: str, tmp_path) 
     """A tiny random model of each family's architecture goes through the same loaders the recipes use."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from tdrm_rl.models import load_policy, load_prm, prm_step_logits
-    from tdrm_rl.tokenizer import build_char_tokenizer
+    from tdrm_rl.models.load import load_policy, load_prm, prm_step_logits
+    from tdrm_rl.models.tokenizer import build_char_tokenizer
 
     tok = build_char_tokenizer()
     config = AutoConfig.for_model(model_type, vocab_size=len(tok), hidden_size=64, num_hidden_layers=2,

