@@ -4,12 +4,10 @@ PY := $(VENV)/bin/python
 RECIPE ?= recipes/grpo_tdrm.yaml
 IMAGE ?= tdrm-rl:0.1.0
 
-export HF_HUB_OFFLINE := 1
-export TRANSFORMERS_OFFLINE := 1
+# The Python entry points (tdrm-rl, pytest, bench) set their environment themselves (tdrm_rl/cli/runtime.py);
+# the `ray` command line of `make job` needs these two.
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_AUTH_MODE := disabled
-export TOKENIZERS_PARALLELISM := false
-export TORCH_EXTENSIONS_DIR := $(abspath $(VENV))/torch_extensions
 
 .PHONY: setup run sft test test-fast job docker clean help bench setup-bench paper paper-quick
 

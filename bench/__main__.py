@@ -15,9 +15,9 @@ import tempfile
 import time
 from typing import Any
 
-for key, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("RAY_USAGE_STATS_ENABLED", "0"),
-                   ("TOKENIZERS_PARALLELISM", "false")):
-    os.environ.setdefault(key, value)
+from tdrm_rl.cli.runtime import set_runtime_defaults
+
+set_runtime_defaults()
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(ROOT, "recipes", "grpo_tdrm.yaml")

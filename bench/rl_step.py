@@ -86,7 +86,7 @@ def measure(trainer: BenchTrainer, counter: list[int], trajectories: int, max_ne
     out["generated_tokens"] = out["response/length_mean"] * len(batch)
     out["padding_fraction_policy"] = padding_fraction(batch, trainer.cfg.policy.micro_batch_size)
     out["padding_fraction_prm"] = padding_fraction(batch, trainer.cfg.prm.micro_batch_size)
-    trainer.share_cores(trainer.prm, trainer.policy)  # as the driver runs it: beside the PRM values pass
+    trainer.cores.stage(trainer.prm, trainer.policy)  # as the driver runs it: beside the PRM values pass
     out["old_or_ref_logprobs_s"] = timed(lambda: trainer.policy.run_rank0("logprobs", batch))[0]
     return out
 

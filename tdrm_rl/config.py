@@ -205,6 +205,11 @@ class ClusterConfig:
     max_restarts: int = 3  # dead workers restarted per run (the step in flight is retried), then the run stops
     node_ip_address: str = "127.0.0.1"  # a local Ray instance binds its ports here; set a real IP to expose them
 
+    @property
+    def uses_gpu(self) -> bool:
+        """A GPU layout: the recipe gives GPUs to workers (the driver itself may have none)."""
+        return self.gpus_per_node > 0 or self.num_gpus_per_worker > 0
+
 
 @dataclass
 class RunConfig:

@@ -1,14 +1,8 @@
-import os
-import sys
-
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
+from tdrm_rl.cli.runtime import set_runtime_defaults
+
+set_runtime_defaults()  # the CLI's environment: offline hubs, local Ray without auth, the DeepSpeed JIT cache
 
 
 def pytest_collection_modifyitems(config, items):

@@ -67,7 +67,7 @@ class BaseWorker:
 
     def use_threads(self, threads: int) -> None:
         """Torch threads for the calls that follow (0: keep). The driver sizes them per stage
-        (`RLTrainer.share_cores`); an actor runs one caller's calls in order, so they apply to that stage."""
+        (`tdrm_rl.rl.cores.CoreShare`); an actor runs one caller's calls in order, so they apply to that stage."""
         if threads > 0 and threads != torch.get_num_threads():
             torch.set_num_threads(threads)
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
-from typing import Any
+import time
+from typing import Any, NamedTuple
 
 import ray
 
+from tdrm_rl.cli.runtime import worker_env
 from tdrm_rl.config import RunConfig
 
 
@@ -20,17 +21,6 @@ class WorkerDied(RoleError):
     def __init__(self, role: str, message: str) -> None:
         super().__init__(message)
         self.role = role
-
-
-def worker_env() -> dict[str, str]:
-    """Environment every actor needs: offline hubs, the per-environment DeepSpeed JIT cache."""
-    keys = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TORCH_EXTENSIONS_DIR", "RAY_USAGE_STATS_ENABLED",
-            "PYTHONPATH", "TDRM_LOG_LEVEL")
-    env = {k: os.environ[k] for k in keys if k in os.environ}
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("TRANSFORMERS_OFFLINE", "1")
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return env
 
 
 class WorkerGroup:
@@ -78,28 +68,62 @@ class WorkerGroup:
         self.actors = self._spawn()
         start_groups([self])
 
+    def who(self, rank: int) -> str:
+        """The role, and the rank when the group has more than one."""
+        return f"{self.role} rank {rank}" if len(self.actors) > 1 else self.role
+
     def get(self, refs: Any, stage: str, timeout: float | None = None,
             timeout_key: str = "cluster.call_timeout_s") -> Any:
+        """Wait for `refs` (one ref, or a list whose index is the rank) within one deadline.
+
+        Every rank is awaited; the first rank to fail raises at once, naming the role, the rank and the stage
+        (its peers may be blocked in a collective with it, so waiting for them would only run into the timeout).
+        """
         timeout = self.timeout if timeout is None else timeout
+        many = isinstance(refs, list)
+        pending = {ref: rank for rank, ref in enumerate(refs if many else [refs])}
+        results: list[Any] = [None] * len(pending)
+        deadline = time.monotonic() + timeout
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            if not done:
+                late = sorted(pending.values())
+                who = self.role if len(results) == 1 else f"{self.role} rank {', '.join(map(str, late))}"
+                raise RoleError(f"{who}: stage '{stage}' did not finish within {timeout:.0f} s ({timeout_key})")
+            for ref in done:
+                rank = pending.pop(ref)
+                results[rank] = self._result(ref, stage, rank)
+        return results if many else results[0]
+
+    def _result(self, ref: ray.ObjectRef, stage: str, rank: int) -> Any:
+        who = self.who(rank)
         try:
-            return ray.get(refs, timeout=timeout)
-        except ray.exceptions.GetTimeoutError:
-            raise RoleError(f"{self.role}: stage '{stage}' did not finish within {timeout:.0f} s "
-                            f"({timeout_key})") from None
+            return ray.get(ref, timeout=0)
         except ray.exceptions.RayActorError as e:
             cause = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise WorkerDied(self.role, f"{self.role}: worker died during stage '{stage}': {cause}") from None
+            raise WorkerDied(self.role, f"{who}: worker died during stage '{stage}': {cause}") from None
         except ray.exceptions.RayTaskError as e:
-            raise RoleError(f"{self.role}: stage '{stage}' failed: {e.cause!r}") from e
+            raise RoleError(f"{who}: stage '{stage}' failed: {e.cause!r}") from e
 
     def submit(self, method: str, *args: Any, **kwargs: Any) -> list[ray.ObjectRef]:
-        """Call `method` on every rank; returns the refs to gather later."""
+        """Call `method` on every rank; returns the refs (index = rank) to gather later with `get`."""
         return [getattr(a, method).remote(*args, **kwargs) for a in self.actors]
 
+    def start(self, method: str, *args: Any, stage: str | None = None, **kwargs: Any) -> "Call":
+        """Start `method` on every rank without waiting: `.result()` later gives rank 0's answer."""
+        return Call(self, self.submit(method, *args, **kwargs), stage or method)
+
+    def call(self, method: str, *args: Any, stage: str | None = None, **kwargs: Any) -> Any:
+        """Run `method` on every rank, wait for all of them, return rank 0's answer (data-parallel ranks
+        agree; rank 0 speaks for the group). Any rank's failure raises, naming it."""
+        return self.start(method, *args, stage=stage, **kwargs).result()
+
     def run(self, method: str, *args: Any, stage: str | None = None, **kwargs: Any) -> list[Any]:
+        """Run `method` on every rank and return every rank's answer, in rank order."""
         return self.get(self.submit(method, *args, **kwargs), stage=stage or method)
 
     def run_rank0(self, method: str, *args: Any, stage: str | None = None, **kwargs: Any) -> Any:
+        """Run `method` on rank 0 only (a question only rank 0 can answer, e.g. its rendezvous address)."""
         return self.get(getattr(self.actors[0], method).remote(*args, **kwargs), stage=stage or method)
 
     def _kill_actors(self) -> None:
@@ -113,6 +137,17 @@ class WorkerGroup:
         self._kill_actors()
         if self.placement is not None:
             self.placement.release(self.role)
+
+
+class Call(NamedTuple):
+    """A method running on every rank of `group`; `result()` waits for all of them and returns rank 0's answer."""
+
+    group: WorkerGroup
+    refs: list
+    stage: str
+
+    def result(self) -> Any:
+        return self.group.get(self.refs, stage=self.stage)[0]
 
 
 def start_groups(groups: list[WorkerGroup]) -> None:

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tdrm_rl.config import RunConfig
-from tdrm_rl.workers.weight_sync import uses_gpu
 
 ROLES = ("rollout", "policy", "prm")
 # Colocated GPU shares (sum to 1): the engine holds weights + KV cache, trainers sleep it while they run.
@@ -64,7 +63,7 @@ def role_cpus(cfg: RunConfig) -> dict[str, float]:
 
 def plan_layout(cfg: RunConfig) -> Layout:
     """Bundles per placement group and the slot of every rank of every role."""
-    ranks, cpus, gpu = role_ranks(cfg), role_cpus(cfg), uses_gpu(cfg)
+    ranks, cpus, gpu = role_ranks(cfg), role_cpus(cfg), cfg.cluster.uses_gpu
     tp = cfg.rollout.tensor_parallel_size if gpu else 1
     layout = Layout(strategy=cfg.cluster.placement_strategy)
     if cfg.cluster.colocate:

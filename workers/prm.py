@@ -14,17 +14,8 @@ import torch
 from tdrm_rl.data.batch import Batch
 from tdrm_rl.config import RunConfig
 from tdrm_rl.models.load import load_prm, prm_step_logits
-from tdrm_rl.algos.td import SHAPINGS, ema_update, lambda_targets, mean_abs_td_error, nstep_targets, prm_td_loss
+from tdrm_rl.algos.td import ema_update, mean_abs_td_error, prm_td_loss, td_targets
 from tdrm_rl.workers.deepspeed import DeepSpeedWorker, micro_batches_per_step
-
-
-def td_targets(cfg, bootstrap_logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """TD targets y [B, S] from bootstrap values (no gradient) and the verifiable outcome."""
-    values = torch.sigmoid(bootstrap_logits.detach().float())
-    rewards = SHAPINGS[cfg.shaping](batch.step_mask, cfg.shaping_coef).to(values)  # default: all 0
-    if cfg.td_mode == "lambda":
-        return lambda_targets(values, rewards, batch.step_mask, batch.outcome, cfg.gamma, cfg.lam)
-    return nstep_targets(values, rewards, batch.step_mask, batch.outcome, cfg.n_step, cfg.gamma)
 
 
 class PRMWorker(DeepSpeedWorker):

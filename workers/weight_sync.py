@@ -33,11 +33,6 @@ class WeightSyncError(RuntimeError):
     """A weight sync failed or overran; the message names the mode and the key to change."""
 
 
-def uses_gpu(cfg: RunConfig) -> bool:
-    """The layout is a GPU one when the recipe gives GPUs to workers (the driver itself may have none)."""
-    return cfg.cluster.gpus_per_node > 0 or cfg.cluster.num_gpus_per_worker > 0
-
-
 def resolve_weight_sync(rc: RolloutConfig, colocate: bool, gpu: bool) -> str:
     """`auto`: inprocess for hf; reload for vllm on CPU; ipc when colocated on GPU, else nccl."""
     if rc.weight_sync != "auto":
@@ -166,7 +161,7 @@ class WeightSync:
     def __init__(self, cfg: RunConfig, policy: Any, rollout: Any) -> None:
         self.policy, self.rollout = policy, rollout
         self.timeout = cfg.rollout.sync_timeout_s
-        self.mode = resolve_weight_sync(cfg.rollout, cfg.cluster.colocate, uses_gpu(cfg))
+        self.mode = resolve_weight_sync(cfg.rollout, cfg.cluster.colocate, cfg.cluster.uses_gpu)
         self.plan: Plan | None = None
         if self.mode in ("nccl", "ipc"):
             self.plan = policy.run_rank0("weight_plan", stage="weight_plan")

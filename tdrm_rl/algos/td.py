@@ -30,6 +30,7 @@ __all__ = [
     "prm_td_loss",
     "ema_update",
     "mean_abs_td_error",
+    "td_targets",
 ]
 
 
@@ -226,3 +227,16 @@ def mean_abs_td_error(values: Tensor, targets: Tensor, step_mask: Tensor) -> Ten
     valid = step_mask != 0
     abs_err = torch.where(valid, (values.detach() - targets.detach()).abs(), torch.zeros_like(values))
     return abs_err.sum() / valid.sum().clamp(min=1)
+
+
+def td_targets(cfg, bootstrap_logits: Tensor, batch) -> Tensor:
+    """The recipe's TD targets y [B, S] (`cfg`: a PRMConfig; `batch`: step_mask [B, S] and outcome [B]).
+
+    Bootstrap values are sigmoid(logits) without gradient; rewards come from the `prm.shaping` hook (default
+    all 0); `prm.td_mode` picks n-step (n_step, gamma) or TD(lambda) (gamma, lam).
+    """
+    values = torch.sigmoid(bootstrap_logits.detach().float())
+    rewards = SHAPINGS[cfg.shaping](batch.step_mask, cfg.shaping_coef).to(values)
+    if cfg.td_mode == "lambda":
+        return lambda_targets(values, rewards, batch.step_mask, batch.outcome, cfg.gamma, cfg.lam)
+    return nstep_targets(values, rewards, batch.step_mask, batch.outcome, cfg.n_step, cfg.gamma)

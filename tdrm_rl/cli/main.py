@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from tdrm_rl.cli.runtime import init_ray, set_runtime_defaults
 from tdrm_rl.config import ConfigError, RunConfig, load_config, to_yaml
 
 DESCRIPTION = """\
@@ -17,33 +18,6 @@ e.g. `trainer.total_steps=2 prm.update=frozen`. Run `tdrm-rl config RECIPE` to s
 """
 
 OVERRIDES_HELP = "config overrides as section.key=value (e.g. trainer.total_steps=2 reward.w_prm=0.3)"
-
-
-def set_runtime_defaults() -> None:
-    """Offline hubs, no usage stats, localhost-only Ray, a per-environment DeepSpeed JIT cache."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if not os.environ.get("RAY_ADDRESS"):
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
-
-
-def init_ray(cfg: RunConfig) -> bool:
-    """Connect to `cluster.address` / RAY_ADDRESS if given, else start a local instance. Returns True if started."""
-    import ray
-
-    address = cfg.cluster.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING)
-        return False
-    # Ports and dashboard bind to localhost unless the recipe names another address.
-    # address="local": a new instance even if `ray start` left a cluster behind (plain init would join it).
-    ray.init(address="local", num_cpus=cfg.cluster.num_cpus, include_dashboard=cfg.cluster.include_dashboard,
-             dashboard_host=cfg.cluster.dashboard_host, _node_ip_address=cfg.cluster.node_ip_address,
-             logging_level=logging.WARNING)
-    return True
 
 
 def resolve_models(cfg: RunConfig) -> None:
@@ -76,16 +50,13 @@ def cmd_train(cfg: RunConfig) -> int:
 
     from tdrm_rl.rl.trainer import RLTrainer, check_inputs
 
-    check_inputs(cfg, policy_path)  # bad data or tokenizer: fail before a cluster starts
+    inputs = check_inputs(cfg, policy_path)  # bad data or tokenizer: fail before a cluster starts
     started = init_ray(cfg)
-    trainer = None
     try:
-        trainer = RLTrainer(cfg, policy_path)
-        summary = trainer.fit()
-    finally:
         # Leave no worker behind, whatever happened (on a shared cluster only killing them frees them).
-        if trainer is not None:
-            trainer.shutdown()
+        with RLTrainer(cfg, policy_path, inputs=inputs) as trainer:
+            summary = trainer.fit()
+    finally:
         if started:
             ray.shutdown()
     return 0 if summary else 1

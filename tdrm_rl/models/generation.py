@@ -7,7 +7,7 @@ forward pass over the same tokens must reproduce them (the rollout/trainer gap m
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Sequence
 
 import torch
@@ -32,10 +32,20 @@ class Generated:
 
     def extend(self, other: "Generated") -> None:
         """Append another batch's sequences (keeps prompt-major order when batches are in order)."""
-        self.prompt_ids += other.prompt_ids
-        self.response_ids += other.response_ids
-        self.response_text += other.response_text
-        self.response_logprobs += other.response_logprobs
+        for f in fields(self):
+            getattr(self, f.name).extend(getattr(other, f.name))
+
+    def rows(self, start: int, stop: int) -> "Generated":
+        """Sequences start .. stop-1."""
+        return Generated(*(getattr(self, f.name)[start:stop] for f in fields(self)))
+
+    @staticmethod
+    def concat(parts: Sequence["Generated"]) -> "Generated":
+        """The parts' sequences, in order."""
+        out = Generated()
+        for part in parts:
+            out.extend(part)
+        return out
 
 
 def _generation_config(tokenizer: PreTrainedTokenizerBase, temperature: float, top_p: float,

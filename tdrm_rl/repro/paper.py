@@ -237,7 +237,7 @@ def _rl(recipe: str, base: list[str], plan: PaperPlan, policy_path: str, work: s
         progress: bool) -> dict[str, Any]:
     import ray
 
-    from tdrm_rl.cli.main import init_ray
+    from tdrm_rl.cli.runtime import init_ray
     from tdrm_rl.rl.trainer import RLTrainer
     from tdrm_rl.rl.tracking import read_metrics
 

@@ -23,7 +23,7 @@ import os
 import random
 import re
 import shutil
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -134,62 +134,24 @@ def _fsync_write(path: str, text: str) -> None:
         os.fsync(f.fileno())
 
 
-def write_checkpoint(trainer: Any, step: int) -> str:
-    """Write the whole run state of `trainer` (an RLTrainer) for `step`; returns the checkpoint folder."""
-    from tdrm_rl.config import to_yaml
-
-    final = os.path.join(checkpoint_root(trainer.out), f"step_{step:06d}")
+def write_checkpoint(output_dir: str, step: int, state: dict[str, Any], save_models: Callable[[str], None],
+                     config_yaml: str, keep: int) -> str:
+    """Write a checkpoint for `step`: `save_models(folder)` writes the weights and engine states, `state` (the
+    trainer's state_dict) goes to trainer_state.json. Returns the checkpoint folder."""
+    final = os.path.join(checkpoint_root(output_dir), f"step_{step:06d}")
     tmp = final + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    trainer.policy.run("save", os.path.join(tmp, "policy"), stage="save_policy")
-    trainer.prm.run("save", os.path.join(tmp, "prm"), stage="save_prm")
-    trainer.policy.run("save_state", os.path.join(tmp, "policy_engine"), stage="save_policy_state")
-    trainer.prm.run("save_state", os.path.join(tmp, "prm_engine"), stage="save_prm_state")
-    state = {
-        "step": step,
-        "weights_version": trainer.weights_version,
-        "sampler": trainer.sampler.state_dict(),
-        "driver_rng": capture_rng(),
-        "worker_rng": {g.role: g.run("rng_state", stage="save_rng") for g in trainer.groups()},
-        "counters": dict(trainer.counters),
-        "reference": trainer.reference_identity,
-        "replay_buffer": None,  # no replay buffer in this algorithm (on-policy); kept for the format
-    }
-    _fsync_write(os.path.join(tmp, STATE), json.dumps(state))
-    _fsync_write(os.path.join(tmp, "config.yaml"), to_yaml(trainer.cfg))
+    save_models(tmp)
+    _fsync_write(os.path.join(tmp, STATE), json.dumps({"step": step, **state}))
+    _fsync_write(os.path.join(tmp, "config.yaml"), config_yaml)
     _fsync_write(os.path.join(tmp, COMPLETE), f"step {step}\n")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
-    prune(trainer.out, trainer.cfg.trainer.keep_checkpoints)
+    prune(output_dir, keep)
     return final
 
 
 def read_state(path: str) -> dict[str, Any]:
     with open(os.path.join(path, STATE)) as f:
         return json.load(f)
-
-
-def load_checkpoint(trainer: Any, path: str) -> int:
-    """Restore `trainer` (weights, optimizers, sampler, RNGs, counters) from `path`; returns its step."""
-    state = read_state(path)
-    if state["reference"] != trainer.reference_identity:
-        raise ValueError(f"checkpoint {path} was trained against reference {state['reference']['path']}, "
-                         f"this run uses {trainer.reference_identity['path']} (model.policy_path changed)")
-    trainer.policy.run("load_state", os.path.join(path, "policy_engine"), stage="load_policy_state")
-    trainer.prm.run("load_state", os.path.join(path, "prm_engine"), stage="load_prm_state")
-    trainer.weights_version = state["weights_version"]
-    trainer.push_weights()
-    trainer.sampler.load_state_dict(state["sampler"])
-    restore_rng(state["driver_rng"])
-    for group in trainer.groups():
-        ranks = state["worker_rng"][group.role]
-        if len(ranks) != len(group.actors):
-            raise ValueError(f"checkpoint {path}: {group.role} had {len(ranks)} ranks, this run has "
-                             f"{len(group.actors)}")
-        group.get([a.set_rng_state.remote(r) for a, r in zip(group.actors, ranks)], stage="load_rng")
-    live_restarts = trainer.counters.get("restarts", 0)
-    trainer.counters.update(state.get("counters", {}))
-    # Restarts are history, not state: going back to a checkpoint after a restart must not forget it.
-    trainer.counters["restarts"] = max(live_restarts, trainer.counters.get("restarts", 0))
-    return int(state["step"])

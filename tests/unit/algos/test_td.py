@@ -275,7 +275,7 @@ def test_mean_abs_td_error_matches_loop(seed):
 def test_prm_worker_targets_follow_the_recipes_shaping():
     from tdrm_rl.data.batch import Batch
     from tdrm_rl.config import PRMConfig
-    from tdrm_rl.workers.prm import td_targets
+    from tdrm_rl.algos.td import td_targets
 
     step_mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
     ids = torch.zeros(1, 6, dtype=torch.long)

@@ -9,7 +9,7 @@ import torch
 from tdrm_rl.algos.blend import aggregate_prm, blend_rewards
 from tdrm_rl.data.collate import TokenTexts, collate
 from tdrm_rl.config import ModelConfig, RunConfig
-from tdrm_rl.rl.health import response_counts
+from tdrm_rl.rl.metrics import response_counts
 from tdrm_rl.models.load import build_tiny_policy, load_policy
 from tdrm_rl.algos.prm_metrics import ranking_accuracy
 from tdrm_rl.tasks.arith import verify

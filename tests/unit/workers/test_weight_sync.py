@@ -7,7 +7,7 @@ from tdrm_rl.config import ConfigError, load_config
 from tdrm_rl.models.generation import Generated
 from tests.e2e.conftest import RECIPE
 from tdrm_rl.workers.rollout.vllm_extension import unflatten_bucket
-from tdrm_rl.workers.weight_sync import WeightSyncError, WeightsLock, bucket_plan, resolve_weight_sync, uses_gpu
+from tdrm_rl.workers.weight_sync import WeightSyncError, WeightsLock, bucket_plan, resolve_weight_sync
 
 
 def cfg(*overrides):
@@ -23,7 +23,7 @@ def cfg(*overrides):
 ])
 def test_auto_weight_sync_follows_backend_and_layout(overrides, expected):
     c = cfg(*overrides)
-    assert resolve_weight_sync(c.rollout, c.cluster.colocate, uses_gpu(c)) == expected
+    assert resolve_weight_sync(c.rollout, c.cluster.colocate, c.cluster.uses_gpu) == expected
 
 
 @pytest.mark.parametrize("overrides, key", [

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tdrm_rl.config import load_config
-from tdrm_rl.rl.trainer import stage_threads, thread_split
+from tdrm_rl.rl.cores import stage_threads, thread_split
 from tdrm_rl.workers.base import BaseWorker
 
 

@@ -1,0 +1,54 @@
+"""CPU cores and torch threads per stage: who computes beside whom decides how the cores are split.
+
+On GPUs (or with an explicit `trainer.torch_threads`) nothing here changes a thread count.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ray
+
+from tdrm_rl.config import RunConfig
+
+
+def cpu_cores() -> int:
+    """Cores this node lends the run: Ray's CPU count, at most the machine's (read before actors reserve any)."""
+    cores = int(ray.available_resources().get("CPU", os.cpu_count() or 1)) or 1
+    return max(1, min(cores, os.cpu_count() or 1))
+
+
+def thread_split(cfg: RunConfig, cores: int) -> tuple[int, int]:
+    """Rollout runs alone, so it may use every core; policy and PRM train side by side, so they split them."""
+    if cfg.trainer.torch_threads > 0:
+        return cfg.trainer.torch_threads, cfg.trainer.torch_threads
+    if cfg.trainer.async_rollout:  # rollout runs beside the trainers: it gets a trainer's share too
+        return max(1, cores // 2), max(1, cores // 2)
+    return cores, max(1, cores // 2)
+
+
+def stage_threads(cfg: RunConfig, cores: int, trainers_at_once: int) -> int:
+    """Torch threads for each trainer in a stage where `trainers_at_once` of them compute (0: keep the start value).
+
+    On CPU a sync step leaves the rollout idle while the trainers work, so the trainers of a stage share
+    every core: the PRM values pass, or a policy update with the PRM frozen, runs alone on all of them.
+    Not under async rollout (generation runs beside), an explicit `trainer.torch_threads`, or on GPUs.
+    """
+    if cfg.trainer.torch_threads > 0 or cfg.trainer.async_rollout or cfg.cluster.uses_gpu:
+        return 0
+    return max(1, cores // max(1, trainers_at_once))
+
+
+class CoreShare:
+    """Sizes the torch threads of the worker groups that are about to compute together in one stage."""
+
+    def __init__(self, cfg: RunConfig, cores: int) -> None:
+        self.cfg = cfg
+        self.cores = cores
+
+    def stage(self, *groups) -> None:
+        """`groups` (WorkerGroups) compute next, side by side: give their actors the cores between them."""
+        threads = stage_threads(self.cfg, self.cores, sum(len(g.actors) for g in groups))
+        if threads:
+            for group in groups:
+                group.submit("use_threads", threads)  # runs before the stage's calls: actors keep call order
