@@ -319,6 +319,35 @@ def test_a_worker_that_sleeps_past_its_timeout_names_role_and_stage(ray_local, t
         group.kill()
 
 
+class RankOneFails(BaseWorker):
+    """Rank 1 of a data-parallel group fails where rank 0 succeeds: its answer must not be lost behind rank 0's."""
+
+    role = "flaky"
+
+    def setup(self) -> None:
+        pass
+
+    def values(self) -> int:
+        if self.rank == 1:
+            raise ValueError("rank 1 ran out of memory")
+        return self.rank
+
+
+def test_a_failure_on_rank_one_stops_the_call_naming_role_rank_and_stage(ray_local, tmp_path, tiny_cache):
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    group = WorkerGroup(RankOneFails, "prm", tiny_config(tmp_path, tiny_cache), world_size=2, num_cpus=0)
+    try:
+        for call in (lambda: group.call("values", stage="prm_values"),
+                     lambda: group.start("values", stage="prm_values").result(),
+                     lambda: group.run("values", stage="prm_values")):
+            with pytest.raises(RoleError) as err:
+                call()
+            assert str(err.value).startswith("prm rank 1: stage 'prm_values' failed: ValueError('rank 1 ran out")
+        assert group.run_rank0("values") == 0  # rank 0 alone is fine: the error above is rank 1's
+    finally:
+        group.kill()
+
+
 def test_a_start_that_fails_half_way_leaves_no_actor_and_no_placement_group(ray_local, tmp_path, tiny_cache,
                                                                               tiny_policy):
     """Config and tokenizer are fine, the weights are not: the workers fail in setup, after all three roles'
