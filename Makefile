@@ -14,7 +14,7 @@ export RAY_AUTH_MODE := disabled
 help:
 	@echo "make run        set up .venv, then train on the embedded default ($(RECIPE))"
 	@echo "make test       set up .venv, then run every test"
-	@echo "make test-fast  unit tests only"
+	@echo "make test-fast  every test but the end-to-end runs (-m \"not e2e\")"
 	@echo "make job        ray start --head + ray job submit of a 2-step run, then ray stop"
 	@echo "make sft        warm-start the embedded tiny policy (cached)"
 	@echo "make docker     build the GPU image (docker/Dockerfile) as $(IMAGE)"
@@ -48,7 +48,7 @@ test: setup
 	TDRM_REQUIRE_VLLM=1 $(PY) -m pytest -q --durations=25
 
 test-fast: setup
-	$(PY) -m pytest -q tests/unit
+	$(PY) -m pytest -q -m "not e2e"
 
 # The cluster path, against a local head node: what `ray job submit` users run.
 job: setup

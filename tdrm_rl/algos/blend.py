@@ -15,7 +15,7 @@ from torch import Tensor
 from tdrm_rl.algos import group_zscore
 from tdrm_rl.algos.td import num_steps
 
-__all__ = ["AGGREGATE_MODES", "aggregate_prm", "group_normalize", "blend_rewards"]
+__all__ = ["AGGREGATE_MODES", "aggregate_prm", "blend_rewards"]
 
 AGGREGATE_MODES = ("before_answer", "min", "mean", "last")
 
@@ -52,14 +52,6 @@ def aggregate_prm(step_logits: Tensor, step_mask: Tensor, mode: str, use_logit: 
     return torch.where(has_steps, score, torch.zeros_like(score))
 
 
-def group_normalize(x: Tensor, group_ids: Tensor, eps: float = 1e-6) -> Tensor:
-    """Z-score within each group: (x - mean_G) / (std_G + eps), population std; a constant group -> 0.
-
-    x [B], group_ids [B] long -> [B]. Same maths as GRPO's advantage (`algos.group_zscore`).
-    """
-    return group_zscore(x, group_ids, eps)
-
-
 def blend_rewards(
     rule: Tensor,
     prm_score: Tensor,
@@ -70,7 +62,7 @@ def blend_rewards(
 ) -> Tensor:
     """R = w_rule * rule + w_prm * prm_score, per trajectory.
 
-    With normalize=True each source is first z-scored within its group (`group_normalize`), so
+    With normalize=True each source is first z-scored within its group (`group_zscore`), so
     the weights trade off comparable scales; this needs group_ids.
 
     rule [B], prm_score [B], group_ids [B] long or None -> R [B].
@@ -82,6 +74,6 @@ def blend_rewards(
     if normalize:
         if group_ids is None:
             raise ValueError("blend_rewards(normalize=True) needs group_ids to normalise within groups")
-        rule = group_normalize(rule, group_ids)
-        prm_score = group_normalize(prm_score, group_ids)
+        rule = group_zscore(rule, group_ids)
+        prm_score = group_zscore(prm_score, group_ids)
     return w_rule * rule + w_prm * prm_score

@@ -15,7 +15,7 @@ the quantity for token t (predicted from tokens < t). Per-step quantities are [B
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 import torch
@@ -109,7 +109,3 @@ class Batch:
             merged[name] = torch.cat(parts, dim=0)
         meta = {k: sum((b.meta.get(k, []) for b in batches), []) for k in batches[0].meta}
         return Batch(**merged, prompt_len=batches[0].prompt_len, meta=meta)
-
-
-def field_names() -> list[str]:
-    return [f.name for f in fields(Batch)]

@@ -31,7 +31,7 @@ from tdrm_rl.workers.group import RoleError, WorkerDied, WorkerGroup, start_grou
 from tdrm_rl.workers.placement import Placement
 from tdrm_rl.workers.policy import PolicyWorker
 from tdrm_rl.workers.prm import PRMWorker
-from tdrm_rl.workers.rollout.hf import rollout_worker_class
+from tdrm_rl.workers.rollout import rollout_worker_class
 from tdrm_rl.workers.weight_sync import WeightSync
 
 

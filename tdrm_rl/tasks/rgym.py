@@ -49,13 +49,6 @@ def _import_reasoning_gym():
     return reasoning_gym
 
 
-def dataset_names() -> list[str]:
-    _import_reasoning_gym()
-    from reasoning_gym.factory import DATASETS
-
-    return sorted(DATASETS)
-
-
 _datasets: dict[tuple, Any] = {}
 
 

@@ -19,6 +19,13 @@ def tiny_cache(tmp_path_factory):
     return os.environ.get("TDRM_TEST_MODEL_CACHE") or str(tmp_path_factory.mktemp("model-cache"))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Everything under tests/e2e runs the real stack on a local Ray instance: `-m "not e2e"` leaves it out."""
+    for item in items:
+        if "tests/e2e/" in str(item.fspath).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.e2e)
+
+
 def tiny_config(tmp_path, cache_dir, *extra):
     return load_config(RECIPE, TINY + [f"model.cache_dir={cache_dir}", f"trainer.output_dir={tmp_path}/run", *extra])
 
@@ -29,3 +36,11 @@ def tiny_policy(tiny_cache, tmp_path_factory):
 
     cfg = tiny_config(tmp_path_factory.mktemp("sft"), tiny_cache)
     return ensure_policy(cfg, progress=False)
+
+
+def require_vllm():
+    # `make test` sets TDRM_REQUIRE_VLLM=1: there a missing vLLM is a failure, not a skip.
+    if os.environ.get("TDRM_REQUIRE_VLLM") == "1":
+        import vllm  # noqa: F401
+    else:
+        pytest.importorskip("vllm")

@@ -7,7 +7,8 @@ import re
 
 from tests.e2e.conftest import RECIPE
 from tdrm_rl.cli.main import main
-from tdrm_rl.repro.paper import MAIN_COLUMNS, METHODS, QUICK, RL_METHODS
+from tdrm_rl.repro.plan import METHODS, QUICK, RL_METHODS
+from tdrm_rl.repro.report import MAIN_COLUMNS
 
 CELL = re.compile(r"^(-?\d+\.\d+) ± (\d+\.\d+)$")
 

@@ -5,7 +5,6 @@ Greedy decoding makes the comparison exact: the same token ids and texts, per-to
 float32 noise. The workers are plain classes, built in-process (one vLLM engine for the whole module).
 """
 
-import os
 import random
 
 import pytest
@@ -13,22 +12,14 @@ import torch
 
 from tdrm_rl.data.collate import TokenTexts, collate
 from tdrm_rl.tasks import get_task
-from tdrm_rl.workers.rollout.base import SAMPLING_KEYS, RolloutBackend, rollout_worker_class
-from tests.e2e.conftest import tiny_config
+from tdrm_rl.workers.rollout import rollout_worker_class
+from tdrm_rl.workers.rollout.base import SAMPLING_KEYS, RolloutBackend
+from tests.e2e.conftest import require_vllm, tiny_config
 
 
 GREEDY = {"temperature": 0.0}
 STOP = "\n\n"
 ATOL = 1e-4  # float32 on CPU: the two backends' forward passes differ by ~1e-6; the weight-sync tests use 1e-4
-
-
-def require_vllm():
-    # The rule of tests/e2e/test_weight_sync.py (not imported from there: that module pulls in the whole
-    # RL trainer): under TDRM_REQUIRE_VLLM=1 (`make test`) a missing vLLM is a failure, not a skip.
-    if os.environ.get("TDRM_REQUIRE_VLLM") == "1":
-        import vllm  # noqa: F401
-    else:
-        pytest.importorskip("vllm")
 
 
 @pytest.fixture(scope="module")

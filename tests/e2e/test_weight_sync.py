@@ -6,19 +6,10 @@ import os
 import random
 
 import pytest
-import torch
 
 from tdrm_rl.algos import broadcast_sequence_advantages, grpo_advantages
 from tdrm_rl.rl.trainer import RLTrainer
-from tests.e2e.conftest import tiny_config
-
-
-def require_vllm():
-    # `make test` sets TDRM_REQUIRE_VLLM=1: there a missing vLLM is a failure, not a skip.
-    if os.environ.get("TDRM_REQUIRE_VLLM") == "1":
-        import vllm  # noqa: F401
-    else:
-        pytest.importorskip("vllm")
+from tests.e2e.conftest import require_vllm, tiny_config
 
 
 @pytest.fixture(scope="module", params=["hf", "vllm"])

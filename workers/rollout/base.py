@@ -128,17 +128,3 @@ class RolloutBackend(BaseWorker, ABC):
     def logprobs(self, batch: Batch) -> torch.Tensor:
         """[B, L] float32 CPU logprobs of `batch.input_ids` under the current weights (entry t scores
         token t given tokens < t), multiplied by `batch.response_mask` (zero outside responses)."""
-
-
-def rollout_worker_class(backend: str) -> type[RolloutBackend]:
-    """The rollout role's class for `rollout.backend` ("hf" or "vllm"; vllm is imported only when the
-    engine starts, inside its actor)."""
-    if backend == "vllm":
-        from tdrm_rl.workers.rollout.vllm_engine import VLLMRolloutWorker
-
-        return VLLMRolloutWorker
-    if backend == "hf":
-        from tdrm_rl.workers.rollout.hf import RolloutWorker
-
-        return RolloutWorker
-    raise ValueError(f"rollout: unknown rollout.backend {backend!r} (expected 'hf' or 'vllm')")

@@ -16,9 +16,9 @@ from tdrm_rl.data.batch import Batch
 from tdrm_rl.models.generation import Generated, generate
 from tdrm_rl.models.logprobs import token_logprobs
 from tdrm_rl.models.load import load_policy
-from tdrm_rl.workers.rollout.base import RolloutBackend, rollout_worker_class
+from tdrm_rl.workers.rollout.base import RolloutBackend
 
-__all__ = ["RolloutWorker", "rollout_worker_class"]  # rollout_worker_class: tdrm_rl/rl/trainer.py imports it here
+__all__ = ["RolloutWorker"]
 
 
 class RolloutWorker(RolloutBackend):

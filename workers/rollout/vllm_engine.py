@@ -188,6 +188,3 @@ class VLLMRolloutWorker(RolloutBackend):
             self.llm.collective_rpc("tdrm_load_ipc", args=(plan, handles), timeout=self.cfg.rollout.sync_timeout_s)
             self.weights_version = version
         return self.weights_version
-
-    def device_uuids(self) -> list[str]:
-        return self.llm.collective_rpc("tdrm_device_uuid")

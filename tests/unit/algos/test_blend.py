@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from tdrm_rl.algos.blend import aggregate_prm, blend_rewards, group_normalize
+from tdrm_rl.algos.blend import aggregate_prm, blend_rewards
+from tests.unit.algos.test_core import ref_grpo
 
 SEEDS = [0, 1, 2, 3]
 MODES = ["before_answer", "min", "mean", "last"]
@@ -72,31 +73,6 @@ def test_aggregate_prm_unknown_mode_is_named():
         aggregate_prm(torch.zeros(1, 2), torch.ones(1, 2), "median")
 
 
-def ref_group_normalize(x, group_ids, eps):
-    out = []
-    for j in range(len(x)):
-        xs = [float(x[k]) for k in range(len(x)) if group_ids[k] == group_ids[j]]
-        mean = sum(xs) / len(xs)
-        std = math.sqrt(sum((v - mean) ** 2 for v in xs) / len(xs))
-        out.append(0.0 if std == 0 else (float(x[j]) - mean) / (std + eps))
-    return torch.tensor(out, dtype=torch.float64)
-
-
-@pytest.mark.parametrize("seed", SEEDS)
-def test_group_normalize_matches_loop_reference(seed):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(17, generator=g, dtype=torch.float64)
-    group_ids = torch.randint(0, 5, (17,), generator=g) * 7  # scattered, non-consecutive ids
-    torch.testing.assert_close(group_normalize(x, group_ids), ref_group_normalize(x, group_ids, 1e-6))
-
-
-def test_group_normalize_constant_group_is_zero():
-    x = torch.tensor([0.3, 0.3, 0.3, 1.0, 3.0])
-    z = group_normalize(x, torch.tensor([4, 4, 4, 9, 9]))
-    assert torch.equal(z[:3], torch.zeros(3))
-    torch.testing.assert_close(z[3:], torch.tensor([-1.0, 1.0]), atol=1e-5, rtol=0)
-
-
 def test_blend_rewards_weighted_sum():
     rule = torch.tensor([1.0, 0.0, 1.0])
     prm = torch.tensor([2.0, -1.0, 0.5])
@@ -111,7 +87,7 @@ def test_blend_rewards_normalizes_each_source_within_groups(seed):
     prm = torch.randn(12, generator=g, dtype=torch.float64) * 5 + 3
     group_ids = torch.arange(12) % 3  # interleaved groups
     got = blend_rewards(rule, prm, 0.8, 0.2, group_ids=group_ids, normalize=True)
-    want = 0.8 * ref_group_normalize(rule, group_ids, 1e-6) + 0.2 * ref_group_normalize(prm, group_ids, 1e-6)
+    want = 0.8 * ref_grpo(rule, group_ids, 1e-6) + 0.2 * ref_grpo(prm, group_ids, 1e-6)  # the group z-score
     torch.testing.assert_close(got, want)
     # without normalisation the large-scale PRM source would dominate; with it the result differs
     assert not torch.allclose(got, blend_rewards(rule, prm, 0.8, 0.2))

@@ -1,0 +1,58 @@
+"""What `tdrm-rl paper` runs: the plan's sizes, the PRM methods and ablations, the RL arms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+@dataclass(frozen=True)
+class PaperPlan:
+    seeds: tuple[int, ...] = (0, 1, 2)
+    train_problems: int = 128  # training problems for the offline PRMs
+    samples_per_problem: int = 4  # trajectories per training problem
+    mc_samples: int = 4  # completions per step prefix (ScalarPRM labels)
+    prm_epochs: int = 4
+    prm_batch_size: int = 64
+    bon_problems: int = 100  # held-out problems for Best-of-N
+    bon_n: int = 16  # N_max
+    search_problems: int = 50  # held-out problems for step search (the first of the Best-of-N set)
+    search_branches: tuple[int, ...] = (2, 4, 8, 16)
+    beam_width: int = 2
+    rl_steps: int = 80  # the prompt budget is rl_steps * rl_prompts_per_step
+    rl_prompts_per_step: int = 16
+    rl_group_size: int = 8
+    rl_eval_size: int = 200
+    ablations: bool = True
+    rl_seeds: tuple[int, ...] = (0, 1, 2)
+    sft_overrides: tuple[str, ...] = ()  # the warm start (cached; the same for every seed)
+
+
+FULL = PaperPlan()
+# For tests: every stage and every table row, on tiny sizes; the warm start is the e2e tests' (cached).
+QUICK = PaperPlan(seeds=(0, 1), train_problems=8, samples_per_problem=4, mc_samples=2, prm_epochs=1,
+                  prm_batch_size=16, bon_problems=8, bon_n=4, search_problems=4, beam_width=1, rl_steps=4,
+                  rl_prompts_per_step=4, rl_group_size=4, rl_eval_size=16, ablations=False, rl_seeds=(0,),
+                  sft_overrides=("sft.steps=150",))
+
+# (label, objective, config overrides). TD(lambda) uses the paper's gamma=1, lambda=0.7.
+METHODS = (
+    ("ScalarPRM (MC labels)", "scalar", ()),
+    ("TD-PRM (n=2, γ=0.8)", "td", ("prm.td_mode=nstep", "prm.n_step=2", "prm.gamma=0.8")),
+    ("TD(λ) (γ=1, λ=0.7)", "td_lambda", ("prm.td_mode=lambda", "prm.gamma=1.0", "prm.lam=0.7")),
+    ("ORM (outcome only)", "orm", ()),
+)
+# What the paper varies, for TD: the lookahead n, the discount, a target network, and reward shaping.
+ABLATIONS = (
+    ("TD n=1, γ=0.8", "td", ("prm.n_step=1", "prm.gamma=0.8")),
+    ("TD n=4, γ=0.8", "td", ("prm.n_step=4", "prm.gamma=0.8")),
+    ("TD n=2, γ=1.0", "td", ("prm.n_step=2", "prm.gamma=1.0")),
+    ("TD n=2, γ=0.8, EMA target (0.9)", "td", ("prm.n_step=2", "prm.gamma=0.8", "prm.bootstrap=ema",
+                                                "prm.ema_decay=0.9")),
+    ("TD n=2, γ=0.8, step penalty 0.05", "td", ("prm.n_step=2", "prm.gamma=0.8", "prm.shaping=step_penalty",
+                                                 "prm.shaping_coef=0.05")),
+)
+RL_METHODS = (
+    ("GRPO, rule reward only", ("reward.w_rule=1.0", "reward.w_prm=0.0", "prm.update=frozen")),
+    ("GRPO + TDRM (online TD-PRM, 0.8 rule + 0.2 PRM)", ("reward.w_rule=0.8", "reward.w_prm=0.2",
+                                                         "prm.update=online")),
+)
+BUDGET_FRACTIONS = ((1, 4), (1, 2), (1, 1))
