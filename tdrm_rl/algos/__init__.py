@@ -34,6 +34,7 @@ from tdrm_rl.algos.pipeline import advantage_metrics, build_token_rewards, compu
 from tdrm_rl.algos.registry import (
     ADV_ESTIMATORS,
     POLICY_LOSSES,
+    estimator_needs_groups,
     get_adv_estimator,
     get_policy_loss,
     register_adv_estimator,
@@ -42,7 +43,8 @@ from tdrm_rl.algos.registry import (
 from tdrm_rl.algos.rewards import DENSE_MODES, process_step_rewards, token_rewards
 
 __all__ = [
-    "ADV_ESTIMATORS", "POLICY_LOSSES", "register_adv_estimator", "get_adv_estimator", "register_policy_loss",
+    "ADV_ESTIMATORS", "POLICY_LOSSES", "register_adv_estimator", "get_adv_estimator", "estimator_needs_groups",
+    "register_policy_loss",
     "get_policy_loss", "masked_sum", "masked_mean", "masked_whiten", "group_zscore", "group_mean",
     "grpo_advantages", "drgrpo_advantages", "rloo_advantages", "broadcast_sequence_advantages", "EstimatorOutput",
     "step_gae", "ppo_clip_loss", "aggregate_loss", "agg_weight", "kl_penalty", "LOSS_AGG_MODES", "KL_ESTIMATORS",

@@ -141,21 +141,21 @@ def sequence_rewards(token_rewards: Tensor, response_mask: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-@register_adv_estimator("grpo")
+@register_adv_estimator("grpo", needs_groups=True)
 def grpo_estimator(batch, token_rewards: Tensor, cfg) -> EstimatorOutput:
     """GRPO: group z-score of the sequence reward on every token."""
     adv = grpo_advantages(sequence_rewards(token_rewards, batch.response_mask), batch.group_ids, cfg.adv_eps)
     return EstimatorOutput(broadcast_sequence_advantages(adv, batch.response_mask))
 
 
-@register_adv_estimator("drgrpo")
+@register_adv_estimator("drgrpo", needs_groups=True)
 def drgrpo_estimator(batch, token_rewards: Tensor, cfg) -> EstimatorOutput:
     """Dr. GRPO: group-centred sequence reward on every token."""
     adv = drgrpo_advantages(sequence_rewards(token_rewards, batch.response_mask), batch.group_ids)
     return EstimatorOutput(broadcast_sequence_advantages(adv, batch.response_mask))
 
 
-@register_adv_estimator("rloo")
+@register_adv_estimator("rloo", needs_groups=True)
 def rloo_estimator(batch, token_rewards: Tensor, cfg) -> EstimatorOutput:
     """RLOO: sequence reward minus the leave-one-out group mean, on every token."""
     adv = rloo_advantages(sequence_rewards(token_rewards, batch.response_mask), batch.group_ids)
@@ -169,7 +169,7 @@ def reinforce_pp_estimator(batch, token_rewards: Tensor, cfg) -> EstimatorOutput
     return EstimatorOutput(masked_whiten(returns, batch.response_mask))
 
 
-@register_adv_estimator("reinforce_pp_baseline")
+@register_adv_estimator("reinforce_pp_baseline", needs_groups=True)
 def reinforce_pp_baseline_estimator(batch, token_rewards: Tensor, cfg) -> EstimatorOutput:
     """REINFORCE++ with a group baseline: the group-mean sequence reward is subtracted at the last
     response token before the reward-to-go and the global whitening."""

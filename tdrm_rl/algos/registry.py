@@ -1,6 +1,6 @@
 """Two registries: advantage estimators and policy losses. A new one is a function plus a name:
 
-    @register_adv_estimator("my_est")
+    @register_adv_estimator("my_est", needs_groups=True)   # needs_groups: it compares a prompt's G samples
     def my_estimator(batch, token_rewards, cfg) -> EstimatorOutput: ...
 
     @register_policy_loss("my_loss")
@@ -14,9 +14,10 @@ from collections.abc import Callable
 from torch import Tensor
 
 __all__ = ["ADV_ESTIMATORS", "POLICY_LOSSES", "register_adv_estimator", "get_adv_estimator",
-           "register_policy_loss", "get_policy_loss"]
+           "estimator_needs_groups", "register_policy_loss", "get_policy_loss"]
 
 ADV_ESTIMATORS: dict[str, Callable] = {}
+GROUP_ESTIMATORS: set[str] = set()  # estimators that need rollout.group_size >= 2
 POLICY_LOSSES: dict[str, Callable[..., tuple[Tensor, dict[str, Tensor]]]] = {}
 
 
@@ -37,9 +38,16 @@ def _lookup(registry: dict, kind: str, name: str) -> Callable:
     return registry[name]
 
 
-def register_adv_estimator(name: str) -> Callable:
-    """Decorator: register an advantage estimator under `name`."""
+def register_adv_estimator(name: str, needs_groups: bool = False) -> Callable:
+    """Decorator: register an advantage estimator under `name` (`needs_groups`: it needs G >= 2 per prompt)."""
+    if needs_groups:
+        GROUP_ESTIMATORS.add(name)
     return _register(ADV_ESTIMATORS, "advantage estimator", name)
+
+
+def estimator_needs_groups(name: str) -> bool:
+    """Whether the estimator compares the samples of a prompt (so rollout.group_size must be >= 2)."""
+    return name in GROUP_ESTIMATORS
 
 
 def get_adv_estimator(name: str) -> Callable:

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tdrm_rl.config import CHOICES
+from tdrm_rl.config import load_config
 from tdrm_rl.algos.td import (
     SHAPINGS,
     ema_update,
@@ -111,8 +111,9 @@ def test_step_penalty_shaping_lowers_each_earlier_target_by_its_discounted_penal
     assert torch.equal(SHAPINGS["none"](step_mask, 0.05), torch.zeros_like(step_mask))
 
 
-def test_every_shaping_is_a_recipe_choice():
-    assert CHOICES["prm.shaping"] == tuple(SHAPINGS)
+def test_every_registered_shaping_is_accepted_by_a_recipe():
+    for name in SHAPINGS:
+        assert load_config(None, [f"prm.shaping={name}"]).prm.shaping == name
 
 
 def test_nstep_targets_clamp_to_unit_interval():
