@@ -160,3 +160,35 @@ def start_groups(groups: list[WorkerGroup]) -> None:
         refs = [g._stage_refs(stage) for g in groups]
         for group, group_refs in zip(groups, refs):
             group.get(group_refs, stage=stage)
+
+
+class _LocalHandle:
+    """What a Ray actor handle offers (`handle.method.remote(*args)`), for a worker object in this process:
+    the call runs at once and its result stands in for the ref."""
+
+    def __init__(self, worker: Any) -> None:
+        self.worker = worker
+
+    def __getattr__(self, method: str) -> Any:
+        call = getattr(self.worker, method)
+        return type("LocalMethod", (), {"remote": staticmethod(lambda *a, **k: call(*a, **k))})()
+
+
+class LocalGroup(WorkerGroup):
+    """The same calls as WorkerGroup on worker objects in this process (one per rank), with no Ray: for tests of
+    the stage logic and for tools that run a role in-process. Results come back at once; errors raise at once."""
+
+    def __init__(self, workers: list[Any], role: str, timeout: float = 600.0) -> None:
+        self.role, self.timeout, self.restarts, self.placement, self.distributed = role, timeout, 0, None, False
+        self.workers = workers
+        self.actors = [_LocalHandle(w) for w in workers]
+
+    def get(self, refs: Any, stage: str, timeout: float | None = None,
+            timeout_key: str = "cluster.call_timeout_s") -> Any:
+        return refs  # the results themselves
+
+    def restart(self) -> None:
+        raise RoleError(f"{self.role}: an in-process group cannot restart its workers")
+
+    def kill(self) -> None:
+        pass
