@@ -255,6 +255,8 @@ class ClusterConfig:
     prm_cpus: float = knob(0.5, ge=0)
     num_gpus_per_worker: float = knob(0.0, ge=0)
     call_timeout_s: float = knob(1800.0, gt=0)  # every remote call is bounded
+    # joining cluster.address / RAY_ADDRESS, or starting a local instance, fails with one line after this long
+    connect_timeout_s: float = knob(30.0, gt=0)
     num_gpus: int = knob(0, ge=0)  # GPUs the recipe is sized for (0 = CPU run); checked against the role layout
     # GPU layout. colocate: rollout, policy and PRM share each GPU (fractional GPUs; use vLLM sleep mode);
     # otherwise each role gets whole GPUs of its own.
