@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-import os
-import shutil
 
 import torch
 
+from tdrm_rl.data.atomic import atomic_dir
 from tdrm_rl.workers.base import BaseWorker
 
 
@@ -87,12 +86,9 @@ class DeepSpeedWorker(BaseWorker):
         state = self.export_state_dict()
         if self.rank != 0:
             return path
-        tmp = path + ".tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.engine.module.save_pretrained(tmp, state_dict=state, safe_serialization=True)
-        self.tokenizer.save_pretrained(tmp)
-        shutil.rmtree(path, ignore_errors=True)
-        os.replace(tmp, path)
+        with atomic_dir(path) as tmp:
+            self.engine.module.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp)
         return path
 
     def backward_and_step(self, loss: torch.Tensor) -> None:

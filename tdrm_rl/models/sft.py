@@ -13,8 +13,6 @@ import json
 import math
 import os
 import random
-import shutil
-import tempfile
 import time
 from typing import Any
 
@@ -22,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from tdrm_rl.data.atomic import atomic_dir
 from tdrm_rl.config import RunConfig
 from tdrm_rl.models.generation import accuracy, generate
 from tdrm_rl.models.load import build_tiny_policy, set_cpu_defaults
@@ -161,17 +160,6 @@ def ensure_policy(cfg: RunConfig, progress: bool = True) -> str:
         return final
     parent = os.path.dirname(final)
     os.makedirs(parent, exist_ok=True)
-    # Train into a temp dir beside the cache and rename: a crash never leaves a half cache.
-    tmp = tempfile.mkdtemp(prefix=".tmp-sft-", dir=parent)
-    try:
+    with atomic_dir(final, complete=_is_complete) as tmp:
         run_sft(cfg, tmp, progress=progress)
-        if os.path.isdir(final) and not _is_complete(final):
-            shutil.rmtree(final, ignore_errors=True)  # leftover of an older, interrupted layout
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not _is_complete(final):  # lost a race to a concurrent run only if theirs is complete
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return final

