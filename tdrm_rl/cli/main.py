@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from tdrm_rl.cli.runtime import init_ray, set_runtime_defaults
+from tdrm_rl.cli.runtime import ClusterError, check_cluster, init_ray, set_runtime_defaults
 from tdrm_rl.config import ConfigError, RunConfig, load_config, to_yaml
 
 DESCRIPTION = """\
@@ -28,6 +28,16 @@ def resolve_models(cfg: RunConfig) -> None:
     cfg.model.prm_path = resolve_model_name(cfg.model.prm_path, cfg.model.cache_dir)
 
 
+def check_models(cfg: RunConfig) -> None:
+    """Explicit model.policy_path / model.prm_path (after resolve_models) must be usable checkpoint folders:
+    config, tokenizer, safetensors. Checked before any warm start or Ray; one line (ModelFolderError) if not."""
+    from tdrm_rl.models.load import check_model_folder
+
+    for key, path in (("model.policy_path", cfg.model.policy_path), ("model.prm_path", cfg.model.prm_path)):
+        if path:
+            check_model_folder(path, key)
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from tdrm_rl.models.zoo import MODELS, fetch
 
@@ -41,9 +51,12 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_train(cfg: RunConfig) -> int:
-    from tdrm_rl.models.sft import ensure_policy
-
     resolve_models(cfg)
+    # Before the warm start and Ray: a cluster address no Ray GCS answers at, a local IP that cannot bind,
+    # a model folder without config, tokenizer or safetensors.
+    check_cluster(cfg)
+    check_models(cfg)
+    from tdrm_rl.models.sft import ensure_policy
 
     policy_path = ensure_policy(cfg, progress=cfg.trainer.progress)
     import ray
@@ -146,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         from tdrm_rl.cli.offline import COMMANDS, UsageError, run
 
         if args.command in COMMANDS:
+            resolve_models(cfg)
+            check_models(cfg)
             try:
                 return run(args, cfg)
             except (UsageError, ValueError) as e:  # bad files / arguments: one line, no traceback
@@ -156,6 +171,15 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_train(cfg)
     except ConfigError as e:
         print(f"tdrm-rl: config error: {e}", file=sys.stderr)
+        return 2
+    except ClusterError as e:
+        print(f"tdrm-rl: cluster error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        load = sys.modules.get("tdrm_rl.models.load")  # imported only if it raised: `config` stays light
+        if load is None or not isinstance(e, load.ModelFolderError):
+            raise
+        print(f"tdrm-rl: model error: {e}", file=sys.stderr)
         return 2
     except DataError as e:
         print(f"tdrm-rl: data error: {e}", file=sys.stderr)

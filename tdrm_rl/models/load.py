@@ -79,6 +79,59 @@ def resolve_model_path(path: str, what: str, hf_cache_dir: str | None = None) ->
                                 f"Hugging Face cache ({type(e).__name__}); {hint}") from None
 
 
+class ModelFolderError(ValueError):
+    """A model path that cannot serve as a checkpoint: a user error, printed as one line (exit 2)."""
+
+
+# Files a slow tokenizer reads besides tokenizer_config.json (BPE, sentencepiece, WordPiece, tiktoken).
+_TOKENIZER_FILES = ("vocab.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "vocab.txt",
+                    "tokenizer.tiktoken", "qwen.tiktoken")
+# Pickled weights: loading them can run arbitrary code, so they are refused (safetensors only).
+_PICKLED = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def check_model_folder(path: str, key: str, hf_cache_dir: str | None = None) -> str:
+    """The checkpoint folder for `path` (a local folder or a hub id in the offline HF cache), checked to hold
+    config.json, a tokenizer (tokenizer.json, or tokenizer_config.json with its vocabulary files) and *.safetensors
+    weights. Raises ModelFolderError naming `key`, the path and everything missing, in one line: a hub id not in
+    the cache says `hf download`, pickled-only weights (pytorch_model.bin) are refused as such."""
+    where = f"{key}={path}"
+    if not os.path.isdir(path):
+        if not is_hub_id(path):
+            raise ModelFolderError(f"{where}: no such folder")
+        try:
+            folder = resolve_model_path(path, key, hf_cache_dir)
+        except FileNotFoundError:
+            offline = os.environ.get("HF_HUB_OFFLINE", "1") not in ("0", "false", "False")
+            raise ModelFolderError(f"{where}: hub id {path!r} is not in the Hugging Face cache"
+                                   + (" (offline: HF_HUB_OFFLINE=1)" if offline else "")
+                                   + f"; fetch it first with `hf download {path}`, or give a local folder") from None
+        where = f"{where} (cached at {folder})"
+    else:
+        folder = path
+    names = set(os.listdir(folder))
+    missing = []
+    if "config.json" not in names:
+        missing.append("no config.json")
+    if "tokenizer.json" not in names:
+        if "tokenizer_config.json" not in names:
+            missing.append("no tokenizer (tokenizer.json or tokenizer_config.json)")
+        elif not names & set(_TOKENIZER_FILES):
+            missing.append("tokenizer_config.json but no tokenizer.json and none of its vocabulary files ("
+                           + ", ".join(_TOKENIZER_FILES[:3]) + ", ...)")
+    if not any(n.endswith(".safetensors") for n in names):
+        pickled = sorted(n for n in names if n.endswith(_PICKLED))
+        if pickled:
+            missing.append(f"only pickled weights ({', '.join(pickled[:3])}), which are refused (loading a pickle "
+                           "can run code): convert them to *.safetensors where you trust the file, e.g. "
+                           "save_pretrained(..., safe_serialization=True)")
+        else:
+            missing.append("no *.safetensors weights")
+    if missing:
+        raise ModelFolderError(f"{where} is not a usable checkpoint folder: " + "; ".join(missing))
+    return folder
+
+
 def _check_checkpoint(path: str, what: str) -> str:
     path = resolve_model_path(path, what)
     if not os.path.isfile(os.path.join(path, "config.json")):
