@@ -21,7 +21,7 @@ from tdrm_rl.data.batch import Batch
 from tdrm_rl.config import RunConfig
 from tdrm_rl.models.generation import Generated
 from tdrm_rl.workers.rollout.base import RolloutBackend, Sampling
-from tdrm_rl.workers.weight_sync import Plan, resolve_weight_sync
+from tdrm_rl.workers.weight_sync import Plan, WeightSyncError, resolve_weight_sync
 
 EXTENSION = "tdrm_rl.workers.rollout.vllm_extension.WeightSyncExtension"
 # CPU only: KV-cache size (vLLM's default is 4 GiB per engine; the tiny and 135M models need far less).
@@ -94,6 +94,19 @@ class VLLMRolloutWorker(RolloutBackend):
         if self.asleep:
             self.llm.wake_up()
             self.asleep = False
+            # Woken weights may be new ones (a load between sleep and wake, or a level-2 sleep): no prefix KV from
+            # before the sleep may serve a request after it.
+            self.reset_prefix_cache("wake_up")
+
+    def reset_prefix_cache(self, after: str) -> None:
+        """Forget every cached prefix block (vLLM caches prefixes by default). Called after every weight load: the
+        cached KV was computed under the old weights, and a request sharing a prefix (a system prompt, a chat
+        template, a repeated evaluation prompt) would otherwise run on old-weight KV. The logprob-gap check
+        cannot see it (prompt logprobs skip the prefix cache). vLLM refuses while a request holds blocks; the
+        weights lock is held here, so none does, and a refusal is an error, never stale KV."""
+        if not self.llm.reset_prefix_cache():
+            raise WeightSyncError(f"rollout[{self.rank}]: vLLM did not reset its prefix cache after {after} "
+                                  f"(requests still hold KV blocks); rollouts would reuse KV of the old weights")
 
     @contextmanager
     def awake(self, what: str) -> Iterator[None]:
@@ -169,6 +182,7 @@ class VLLMRolloutWorker(RolloutBackend):
         with self.timed("load_weights"), self.awake("update_weights"):
             blob = save({k: v.contiguous() for k, v in state_dict.items()})
             self.llm.collective_rpc("tdrm_load_weights", args=(blob,), timeout=self.cfg.rollout.sync_timeout_s)
+            self.reset_prefix_cache("update_weights")
             self.weights_version = version
         return self.weights_version
 
@@ -180,11 +194,13 @@ class VLLMRolloutWorker(RolloutBackend):
     def receive_weights_nccl(self, plan: Plan, version: int) -> int:
         with self.timed("load_weights"), self.awake("receive_weights_nccl"):
             self.llm.collective_rpc("tdrm_receive_broadcast", args=(plan,), timeout=self.cfg.rollout.sync_timeout_s)
+            self.reset_prefix_cache("receive_weights_nccl")
             self.weights_version = version
         return self.weights_version
 
     def load_weights_ipc(self, plan: Plan, handles: dict[str, list[Any]], version: int) -> int:
         with self.timed("load_weights"), self.awake("load_weights_ipc"):
             self.llm.collective_rpc("tdrm_load_ipc", args=(plan, handles), timeout=self.cfg.rollout.sync_timeout_s)
+            self.reset_prefix_cache("load_weights_ipc")
             self.weights_version = version
         return self.weights_version
