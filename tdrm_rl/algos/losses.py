@@ -25,6 +25,8 @@ KL_ESTIMATORS = ("k1", "k2", "k3")
 # exp() of a log-ratio beyond this is numerically meaningless; bound it so one bad token cannot
 # turn the whole loss into inf/NaN.
 _MAX_LOG_RATIO = 20.0
+# k3 is capped as verl caps its low-variance KL: one token with logp_ref - logp near 10 would add e^10 ~ 2.2e4.
+K3_CAP = 10.0
 
 
 def _check_agg(mode: str) -> None:
@@ -110,7 +112,11 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k3") ->
 
         k1 = logp - logp_ref
         k2 = 0.5 (logp - logp_ref)^2
-        k3 = exp(logp_ref - logp) - (logp_ref - logp) - 1      (>= 0, low variance)
+        k3 = exp(logp_ref - logp) - (logp_ref - logp) - 1      (>= 0, low variance), capped at K3_CAP
+
+    k3 is clamped to [-K3_CAP, K3_CAP] = [-10, 10] as verl does (its log-ratio first to +-20): a token the
+    policy has made far less likely than the reference adds at most 10 to the loss and no gradient (the cap
+    is flat), instead of exp(10) ~ 2.2e4. Below the cap (logp_ref - logp < ~2.53) k3 and its gradient are exact.
 
     logprobs [B, L], ref_logprobs [B, L] -> [B, L]. The reference is detached.
     """
@@ -122,5 +128,5 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k3") ->
         return 0.5 * diff**2
     if estimator == "k3":
         ref_minus = (-diff).clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO)
-        return torch.exp(ref_minus) - ref_minus - 1.0
+        return (torch.exp(ref_minus) - ref_minus - 1.0).clamp(-K3_CAP, K3_CAP)
     raise ValueError(f"unknown KL estimator {estimator!r}; known: k1, k2, k3")

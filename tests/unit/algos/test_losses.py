@@ -69,3 +69,30 @@ def test_agg_weight_makes_micro_batches_add_up_to_the_whole(mode):
 def test_unknown_aggregation_is_named():
     with pytest.raises(ValueError, match="loss aggregation 'nope'"):
         aggregate_loss(PER_TOKEN, MASK, "nope")
+
+
+def test_k3_is_capped_like_verl_so_one_far_token_is_bounded_in_value_and_gradient():
+    """logp_ref - logp near 10: uncapped k3 = e^10 - 11 ~ 2.2e4 from one token; capped at K3_CAP = 10, flat."""
+    import math
+
+    from tdrm_rl.algos.losses import K3_CAP, kl_penalty
+
+    ref = torch.zeros(1, 3)
+    logp = torch.tensor([[-10.0, -9.5, -1.0]], requires_grad=True)  # two far tokens, one ordinary
+    k3 = kl_penalty(logp, ref, "k3")
+    assert k3[0, 0].item() == K3_CAP == 10.0 and k3[0, 1].item() == K3_CAP
+    assert math.exp(10.0) - 11.0 > 2e4  # what the first token added before the cap
+    assert k3[0, 2].item() == pytest.approx(math.exp(1.0) - 2.0)  # below the cap: exact
+    aggregate_loss(k3, torch.ones(1, 3)).backward()
+    grad = logp.grad[0]
+    assert torch.isfinite(grad).all() and grad.abs().max().item() < 1.0
+    assert grad[0].item() == 0.0 and grad[1].item() == 0.0  # the cap is flat
+    assert grad[2].item() == pytest.approx((1.0 - math.exp(1.0)) / 3)  # d/dlogp of exp(r-logp)-(r-logp)-1, mean
+
+
+def test_k3_cap_leaves_every_estimate_in_range_for_any_log_ratio():
+    from tdrm_rl.algos.losses import K3_CAP, kl_penalty
+
+    d = torch.linspace(-40, 40, 801)[None]
+    k3 = kl_penalty(torch.zeros_like(d), d, "k3")  # logp_ref - logp = d
+    assert torch.isfinite(k3).all() and (k3 >= 0).all() and (k3 <= K3_CAP).all()
