@@ -21,6 +21,11 @@ def step_gae(rewards: Tensor, values: Tensor, step_mask: Tensor, gamma: float, l
     """GAE over ragged, prefix-contiguous steps.
 
     rewards [B, S], values [B, S], step_mask [B, S] -> (advantages [B, S], returns [B, S]), 0 on padding.
+
+    Masked holes (a masked step followed by valid ones; collate never makes them) end the episode: the valid
+    step before a hole gets no bootstrap value and no carried advantage from the steps after it, and each
+    later run of valid steps is its own episode. Rewards and values of masked steps are ignored.
+    (Token-level `estimators.discounted_returns` differs: there the discount carries across a hole.)
     """
     valid = step_mask != 0
     values = values.detach().to(rewards.dtype)
