@@ -86,15 +86,15 @@ class ModelFolderError(ValueError):
 # Files a slow tokenizer reads besides tokenizer_config.json (BPE, sentencepiece, WordPiece, tiktoken).
 _TOKENIZER_FILES = ("vocab.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "vocab.txt",
                     "tokenizer.tiktoken", "qwen.tiktoken")
-# Pickled weights: loading them can run arbitrary code, so they are refused (safetensors only).
-_PICKLED = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+# torch-serialised weights: loading them can run arbitrary code, so they are refused (safetensors only).
+_UNSAFE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
 def check_model_folder(path: str, key: str, hf_cache_dir: str | None = None) -> str:
     """The checkpoint folder for `path` (a local folder or a hub id in the offline HF cache), checked to hold
     config.json, a tokenizer (tokenizer.json, or tokenizer_config.json with its vocabulary files) and *.safetensors
     weights. Raises ModelFolderError naming `key`, the path and everything missing, in one line: a hub id not in
-    the cache says `hf download`, pickled-only weights (pytorch_model.bin) are refused as such."""
+    the cache says `hf download`, torch-serialised weights alone (pytorch_model.bin) are refused as such."""
     where = f"{key}={path}"
     if not os.path.isdir(path):
         if not is_hub_id(path):
@@ -120,11 +120,11 @@ def check_model_folder(path: str, key: str, hf_cache_dir: str | None = None) -> 
             missing.append("tokenizer_config.json but no tokenizer.json and none of its vocabulary files ("
                            + ", ".join(_TOKENIZER_FILES[:3]) + ", ...)")
     if not any(n.endswith(".safetensors") for n in names):
-        pickled = sorted(n for n in names if n.endswith(_PICKLED))
-        if pickled:
-            missing.append(f"only pickled weights ({', '.join(pickled[:3])}), which are refused (loading a pickle "
-                           "can run code): convert them to *.safetensors where you trust the file, e.g. "
-                           "save_pretrained(..., safe_serialization=True)")
+        unsafe = sorted(n for n in names if n.endswith(_UNSAFE_WEIGHTS))
+        if unsafe:
+            missing.append(f"only torch-serialised weights ({', '.join(unsafe[:3])}), which are refused (loading "
+                           "them can run code; safetensors only): convert them to *.safetensors where you trust "
+                           "the file, e.g. save_pretrained(..., safe_serialization=True)")
         else:
             missing.append("no *.safetensors weights")
     if missing:

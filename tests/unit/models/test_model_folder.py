@@ -66,7 +66,8 @@ def test_pickled_only_weights_are_refused_as_such(good_dir, tmp_path):
     with pytest.raises(ModelFolderError) as e:
         check_model_folder(path, "model.policy_path")
     msg = str(e.value)
-    assert "only pickled weights (pytorch_model.bin)" in msg and "refused" in msg and "safetensors" in msg
+    assert "only torch-serialised weights (pytorch_model.bin)" in msg and "refused" in msg and "can run code" in msg
+    assert "safetensors" in msg
     assert "no tokenizer" in msg  # everything missing, in one line
 
 
