@@ -121,7 +121,12 @@ def broadcast_sequence_advantages(adv: Tensor, response_mask: Tensor) -> Tensor:
 
 
 def discounted_returns(token_rewards: Tensor, response_mask: Tensor, gamma: float) -> Tensor:
-    """Reward-to-go over tokens: G_t = r_t + gamma * G_{t+1}, 0 off the response.  [B, L] -> [B, L]."""
+    """Reward-to-go over tokens: G_t = r_t + gamma * G_{t+1}, 0 off the response.  [B, L] -> [B, L].
+
+    A masked token inside the response counts as a zero-reward step: a reward after a hole of k tokens reaches
+    earlier tokens discounted by gamma^(distance including the hole); hole positions read 0 and rewards in them
+    are ignored. (Today's collate never makes holes; tests/unit/algos/test_gae.py pins this.)
+    """
     r = torch.where(response_mask != 0, token_rewards.float(), torch.zeros_like(token_rewards.float()))
     out = torch.zeros_like(r)
     running = r.new_zeros(r.shape[0])
