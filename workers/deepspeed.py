@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -65,11 +66,19 @@ class DeepSpeedWorker(BaseWorker):
 
     def rows_for_rank(self, num_rows: int) -> list[int]:
         """Data parallel shard: rank r trains rows r, r + W, r + 2W, ..."""
-        return list(range(self.rank, num_rows, self.world_size))
+        return rows_for_rank(num_rows, self.rank, self.world_size)
 
-    def accumulation_chunks(self, num_rows: int) -> list[torch.Tensor]:
-        """Exactly `grad_accum` index chunks, so DeepSpeed steps once per mini-batch."""
-        return [c for c in torch.tensor_split(torch.arange(num_rows), self.grad_accum)]
+    def accumulation_chunks(self, num_rows: int) -> list["Chunk"]:
+        """Exactly `grad_accum` chunks of a mini-batch's rows, so DeepSpeed steps once per mini-batch and every rank
+        runs as many forward/backward passes as the others (ZeRO's collectives pair them up). See `split_chunks`."""
+        chunks = split_chunks(num_rows, self.grad_accum)
+        self.chunk_rows = getattr(self, "chunk_rows", []) + [len(c.rows) if c.real else 0 for c in chunks]
+        return chunks
+
+    def pop_chunk_rows(self) -> list[int]:
+        """Rows of every accumulation chunk since the last call (0: a stand-in pass); the split tests read it."""
+        out, self.chunk_rows = getattr(self, "chunk_rows", []), []
+        return out
 
     def export_state_dict(self) -> dict[str, torch.Tensor]:
         """Full weights on CPU (gathered under ZeRO-3); every rank must call it, rank 0's copy is used."""
@@ -147,3 +156,43 @@ class DeepSpeedWorker(BaseWorker):
 
 def micro_batches_per_step(num_rows: int, micro_batch_size: int) -> int:
     return max(1, math.ceil(num_rows / micro_batch_size))
+
+
+def rows_for_rank(num_rows: int, rank: int, world_size: int) -> list[int]:
+    """Data parallel shard: rank r takes rows r, r + W, r + 2W, ... (rank 0 gets ceil(num_rows / W) of them)."""
+    return list(range(rank, num_rows, world_size))
+
+
+def accumulation_steps(num_rows: int, world_size: int, mini_batches: int, micro_batch_size: int) -> int:
+    """Gradient accumulation steps for a batch of `num_rows` split over `world_size` ranks and `mini_batches`
+    optimizer steps: sized for the *largest* shard, so no rank's chunk exceeds `micro_batch_size`.
+
+    Rank 0 holds ceil(num_rows / W) rows (`rows_for_rank`), and its largest mini-batch ceil(that / M) rows
+    (`torch.tensor_split`). Sizing from the floor instead (as before) gave rank 0 a chunk of twice the micro-batch
+    whenever W does not divide the batch, e.g. 512 rows on 3 ranks at micro 1: 171 rows in 170 chunks.
+    """
+    largest_shard = math.ceil(num_rows / world_size)
+    largest_mini = math.ceil(largest_shard / mini_batches)
+    return micro_batches_per_step(largest_mini, micro_batch_size)
+
+
+class Chunk(NamedTuple):
+    """One forward/backward pass of a mini-batch: `rows` index the mini-batch. `real=False` marks a stand-in: a rank
+    whose mini-batch has fewer rows than `grad_accum` still runs the pass (on row 0, with its loss weighted by 0),
+    because every rank must run the same number of passes (ZeRO-3 gathers parameters in each forward, and DeepSpeed
+    steps at the same accumulation boundary on every rank)."""
+
+    rows: torch.Tensor
+    real: bool
+
+
+def split_chunks(num_rows: int, grad_accum: int) -> list[Chunk]:
+    """`grad_accum` contiguous chunks of `num_rows` rows, sizes differing by at most one (largest first); a chunk with
+    no row becomes a stand-in on row 0. With `grad_accum` from `accumulation_steps`, no chunk exceeds the
+    micro-batch on any rank. A batch larger than the one the engine was sized for gets larger chunks, never more
+    passes (DeepSpeed's accumulation count is fixed at start)."""
+    if num_rows < 1:
+        raise ValueError(f"split_chunks: a mini-batch needs at least one row on every rank (got {num_rows}); "
+                         f"see the rule on rollout.prompts_per_step x rollout.group_size in tdrm_rl/config/checks.py")
+    return [Chunk(rows, True) if len(rows) else Chunk(torch.zeros(1, dtype=torch.long), False)
+            for rows in torch.tensor_split(torch.arange(num_rows), grad_accum)]

@@ -12,7 +12,7 @@ from tdrm_rl.data.batch import Batch
 from tdrm_rl.config import RunConfig
 from tdrm_rl.models.logprobs import token_logprobs
 from tdrm_rl.models.load import load_policy
-from tdrm_rl.workers.deepspeed import DeepSpeedWorker, micro_batches_per_step
+from tdrm_rl.workers.deepspeed import DeepSpeedWorker, accumulation_steps
 from tdrm_rl.workers.weight_sync import WeightSender
 
 
@@ -28,8 +28,8 @@ class PolicyWorker(WeightSender, DeepSpeedWorker):
     def setup(self) -> None:
         pc, rc = self.cfg.policy, self.cfg.rollout
         model, self.tokenizer = load_policy(self.model_path, trust_remote_code=self.cfg.model.trust_remote_code)
-        rows_per_rank = rc.prompts_per_step * rc.group_size // (pc.mini_batches * self.world_size)
-        grad_accum = micro_batches_per_step(rows_per_rank, pc.micro_batch_size)
+        grad_accum = accumulation_steps(rc.prompts_per_step * rc.group_size, self.world_size, pc.mini_batches,
+                                        pc.micro_batch_size)
         self.engine = self.build_engine(model, pc.lr, pc.weight_decay, pc.zero_stage, pc.micro_batch_size,
                                         grad_accum, pc.grad_clip)
         self.engine.train()
@@ -70,7 +70,7 @@ class PolicyWorker(WeightSender, DeepSpeedWorker):
             gap_sum, gap_tokens = 0.0, 0.0
             for mb_index, mb_rows in enumerate(torch.tensor_split(order, pc.mini_batches)):
                 mini = shard.select(mb_rows)
-                for rows in self.accumulation_chunks(len(mini)):
+                for rows, real in self.accumulation_chunks(len(mini)):
                     chunk = mini.select(rows).trim().to(self.device)
                     logp, entropy = token_logprobs(self.engine, chunk.input_ids, chunk.attention_mask,
                                                    with_entropy=True)
@@ -87,6 +87,9 @@ class PolicyWorker(WeightSender, DeepSpeedWorker):
                     if pc.entropy_coef > 0:  # entropy comes from the same forward pass as logp
                         loss = loss - pc.entropy_coef * aggregate_loss(entropy, mask, pc.loss_agg)
                     stats["entropy"] = masked_mean(entropy.detach(), mask)
+                    if not real:  # a stand-in pass (this rank has fewer rows than passes): no gradient, no stats
+                        self.backward_and_step(loss * 0.0)
+                        continue
                     if mb_index == 0 and chunk.rollout_logprobs is not None:
                         gap_sum += float(((logp.detach() - chunk.rollout_logprobs).abs() * mask).sum())
                         gap_tokens += float(mask.sum())

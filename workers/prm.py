@@ -15,7 +15,7 @@ from tdrm_rl.data.batch import Batch
 from tdrm_rl.config import RunConfig
 from tdrm_rl.models.load import load_prm, prm_step_logits
 from tdrm_rl.algos.td import ema_update, mean_abs_td_error, prm_td_loss, td_targets
-from tdrm_rl.workers.deepspeed import DeepSpeedWorker, micro_batches_per_step
+from tdrm_rl.workers.deepspeed import DeepSpeedWorker, accumulation_steps
 
 
 class PRMWorker(DeepSpeedWorker):
@@ -32,8 +32,7 @@ class PRMWorker(DeepSpeedWorker):
         pc, rc = self.cfg.prm, self.cfg.rollout
         model, self.tokenizer = load_prm(self.model_path, init_from_policy=self.init_from_policy,
                                          trust_remote_code=self.cfg.model.trust_remote_code)
-        rows_per_rank = rc.prompts_per_step * rc.group_size // self.world_size
-        grad_accum = micro_batches_per_step(rows_per_rank, pc.micro_batch_size)
+        grad_accum = accumulation_steps(rc.prompts_per_step * rc.group_size, self.world_size, 1, pc.micro_batch_size)
         self.engine = self.build_engine(model, pc.lr, pc.weight_decay, pc.zero_stage, pc.micro_batch_size,
                                         grad_accum, pc.grad_clip)
         if pc.bootstrap == "ema":
@@ -124,7 +123,7 @@ class PRMWorker(DeepSpeedWorker):
         total_steps = loss_mask.sum().clamp(min=1.0)
         losses = []
         for _ in range(pc.epochs):
-            for rows in self.accumulation_chunks(len(shard)):
+            for rows, real in self.accumulation_chunks(len(shard)):
                 chunk = shard.select(rows)
                 chunk_targets = targets.index_select(0, rows)
                 chunk_mask = loss_mask.index_select(0, rows)
@@ -133,7 +132,7 @@ class PRMWorker(DeepSpeedWorker):
                 logits = prm_step_logits(self.engine, chunk.input_ids, chunk.attention_mask, chunk.step_ends,
                                          chunk.step_mask)
                 loss = prm_td_loss(logits, chunk_targets, chunk_mask, terminal_weight)
-                weight = chunk_mask.sum() / total_steps
+                weight = chunk_mask.sum() / total_steps if real else 0.0  # a stand-in pass: no gradient
                 self.backward_and_step(loss * weight)
                 losses.append(float(loss.detach()) * float(weight))
             if self.target is not None:
