@@ -79,6 +79,16 @@ def _validate_rules(cfg: RunConfig, source: str) -> None:
     if cfg.trainer.async_rollout and cfg.algorithm.dynamic_sampling:
         raise ConfigError(f"{source}: keys 'trainer.async_rollout' and 'algorithm.dynamic_sampling' cannot both be on "
                           "(dynamic sampling decides the next rollout from this one's rewards)")
+    if cfg.prm.bootstrap == "ema" and cfg.prm.zero_stage == 3:
+        raise ConfigError(f"{source}: key 'prm.bootstrap' = 'ema' cannot be used with prm.zero_stage=3 (the EMA target "
+                          "is a deep copy of the module, and ZeRO-3 partitions its parameters across ranks); use "
+                          "prm.bootstrap=online or prm.zero_stage <= 2")
+    rows = cfg.rollout.prompts_per_step * cfg.rollout.group_size
+    for role, ranks in (("policy", cfg.policy.world_size * cfg.policy.mini_batches), ("prm", cfg.prm.world_size)):
+        if rows < ranks:
+            what = ("policy.world_size x policy.mini_batches" if role == "policy" else "prm.world_size")
+            raise ConfigError(f"{source}: keys 'rollout.prompts_per_step' x 'rollout.group_size' = {rows} rows per "
+                              f"step, fewer than {what} = {ranks}: every {role} rank needs a row in every mini-batch")
     family, _, name = cfg.data.task.partition(":")
     if family == "reasoning_gym" and not name:
         raise ConfigError(f"{source}: key 'data.task' = {cfg.data.task!r}; name a dataset, e.g. "
@@ -118,6 +128,12 @@ def _validate_layout(cfg: RunConfig, source: str) -> None:
     if rc.weight_sync == "ipc" and not cc.colocate:
         raise ConfigError(f"{source}: key 'rollout.weight_sync' = 'ipc' needs cluster.colocate=true "
                           f"(CUDA IPC shares memory on one GPU)")
+    if cc.colocate and cfg.trainer.async_rollout:
+        raise ConfigError(f"{source}: keys 'cluster.colocate' and 'trainer.async_rollout' cannot both be on (async "
+                          f"rollout generates the next step while the trainers train, on the GPUs they share)")
+    if cc.colocate and rc.weight_sync == "nccl":
+        raise ConfigError(f"{source}: key 'rollout.weight_sync' = 'nccl' cannot be used with cluster.colocate=true "
+                          f"(NCCL refuses two ranks of one group on the same GPU); use ipc or auto")
     if rc.enable_sleep_mode and rc.backend != "vllm":
         raise ConfigError(f"{source}: key 'rollout.enable_sleep_mode' needs rollout.backend=vllm")
     if rc.tensor_parallel_size > 1 and rc.backend != "vllm":

@@ -126,3 +126,34 @@ def test_group_estimators_need_groups():
     with pytest.raises(ConfigError, match="'rollout.group_size' must be >= 2 for rloo"):
         load_config(RECIPE, ["algorithm.estimator=rloo", "rollout.group_size=1"])
     assert load_config(RECIPE, ["algorithm.estimator=ppo", "rollout.group_size=1"]).rollout.group_size == 1
+
+
+@pytest.mark.parametrize("overrides,keys", [
+    (["cluster.colocate=true", "trainer.async_rollout=true"], ("cluster.colocate", "trainer.async_rollout")),
+    (["cluster.colocate=true", "rollout.backend=vllm", "rollout.weight_sync=nccl"],
+     ("rollout.weight_sync", "cluster.colocate")),
+    (["prm.bootstrap=ema", "prm.zero_stage=3"], ("prm.bootstrap", "prm.zero_stage")),
+    (["rollout.prompts_per_step=1", "rollout.group_size=2", "policy.world_size=3"],
+     ("rollout.prompts_per_step", "rollout.group_size", "policy.world_size")),
+    (["rollout.prompts_per_step=2", "rollout.group_size=2", "policy.mini_batches=5"],
+     ("rollout.prompts_per_step", "policy.mini_batches")),
+    (["rollout.prompts_per_step=1", "rollout.group_size=2", "prm.world_size=3"], ("rollout.group_size", "prm.world_size")),
+])
+def test_layouts_that_cannot_work_are_rejected_naming_the_keys(overrides, keys):
+    """Review F15 (and F4's floor: every rank needs a row in every mini-batch)."""
+    with pytest.raises(ConfigError) as err:
+        load_config(RECIPE, overrides)
+    for key in keys:
+        assert key in str(err.value), (key, str(err.value))
+
+
+@pytest.mark.parametrize("overrides", [
+    ["cluster.colocate=true", "rollout.backend=vllm", "rollout.weight_sync=auto"],
+    ["cluster.colocate=true", "rollout.backend=vllm", "rollout.weight_sync=ipc"],
+    ["trainer.async_rollout=true", "rollout.backend=vllm", "rollout.weight_sync=nccl"],
+    ["prm.bootstrap=ema", "prm.zero_stage=2"],
+    ["prm.bootstrap=online", "prm.zero_stage=3"],
+    ["rollout.prompts_per_step=1", "rollout.group_size=3", "policy.world_size=3", "prm.world_size=3"],
+])
+def test_the_neighbouring_layouts_still_validate(overrides):
+    load_config(RECIPE, overrides)
