@@ -24,6 +24,14 @@ def quiet_libraries() -> None:
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
 
 
+def routable_node_ip() -> str:
+    """This node's IP as Ray knows it (what its other nodes reach it by); outside Ray, the local address Ray would
+    pick (ray.util.get_node_ip_address works without a running instance)."""
+    import ray
+
+    return ray.util.get_node_ip_address()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -46,8 +54,10 @@ class BaseWorker:
         self.timings: dict[str, float] = {}
 
     def node_address(self) -> tuple[str, int]:
-        """Rank 0 hands out the rendezvous address for the group's process group."""
-        return "127.0.0.1" if self.world_size == 1 else socket.gethostbyname(socket.gethostname()), free_port()
+        """Rank 0 hands out the rendezvous address for the group's process group: Ray's own address for this node
+        (routable from every node of the cluster), not gethostbyname(gethostname()), which is often 127.0.1.1
+        (Ubuntu's /etc/hosts, Docker --network host) and then a group spanning nodes never meets."""
+        return ("127.0.0.1" if self.world_size == 1 else routable_node_ip()), free_port()
 
     def setup_distributed(self, master_addr: str, master_port: int) -> None:
         """torch.distributed over the group: gloo on CPU, NCCL on GPU (DeepSpeed picks the backend)."""
