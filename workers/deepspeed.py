@@ -28,13 +28,17 @@ def deepspeed_config(zero_stage: int, micro_batch_size: int, grad_accum: int, gr
 
 
 class GuardedAdamW(torch.optim.AdamW):
-    """AdamW that can skip its next step: the NaN guard drops an update without touching weights or moments."""
+    """AdamW that can skip a whole optimizer step: the NaN guard drops an update without touching weights or moments.
 
-    skip_next = False
+    `skipping` holds for the whole of one `engine.step()` (see `DeepSpeedWorker.backward_and_step`), not for one
+    call: ZeRO-3 calls `step()` once per optimizer sub-group (`zero_optimization.sub_group_size`, 1e9 partition
+    elements by default: several per rank at 7B+), and a one-shot flag skipped only the first of them.
+    """
+
+    skipping = False
 
     def step(self, closure=None):
-        if self.skip_next:
-            self.skip_next = False
+        if self.skipping:
             return None
         return super().step(closure)
 
@@ -43,6 +47,8 @@ class DeepSpeedWorker(BaseWorker):
     """A role that owns a DeepSpeed engine built around a torch optimizer (no JIT-compiled optimizer)."""
 
     grad_accum: int = 1
+    # Merged into the DeepSpeed config's zero_optimization section (e.g. a small sub_group_size in a test).
+    zero_overrides: dict = {}
 
     def build_engine(self, model: torch.nn.Module, lr: float, weight_decay: float, zero_stage: int,
                      micro_batch_size: int, grad_accum: int, grad_clip: float):
@@ -56,6 +62,7 @@ class DeepSpeedWorker(BaseWorker):
         optimizer = GuardedAdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.999))
         self.guarded_optimizer = optimizer
         config = deepspeed_config(zero_stage, micro_batch_size, grad_accum, grad_clip, self.world_size, bf16)
+        config["zero_optimization"].update(self.zero_overrides)
         engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
         return engine
 
@@ -122,11 +129,17 @@ class DeepSpeedWorker(BaseWorker):
             flag = torch.tensor([float(getattr(self, "_nonfinite", False))], device=self.device)
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
             self._nonfinite = bool(flag.item())
-        if boundary and getattr(self, "_nonfinite", False):
-            self.guarded_optimizer.skip_next = True
+        skip = boundary and getattr(self, "_nonfinite", False)
+        if skip:
             self.skipped_updates = getattr(self, "skipped_updates", 0) + 1
             self._nonfinite = False
-        self.engine.step()
+        # Every optimizer.step() inside this engine.step() is skipped (ZeRO-3: one per sub-group), then the guard
+        # lifts, whatever happens in between.
+        self.guarded_optimizer.skipping = skip
+        try:
+            self.engine.step()
+        finally:
+            self.guarded_optimizer.skipping = False
 
     def pop_skipped_updates(self) -> int:
         """Optimizer steps skipped by the NaN guard since the last call."""
