@@ -33,6 +33,19 @@ class WeightSyncError(RuntimeError):
     """A weight sync failed or overran; the message names the mode and the key to change."""
 
 
+def require_pynccl(comm: Any, where: str) -> Any:
+    """`comm` (vLLM's PyNcclCommunicator) if it can really communicate, else WeightSyncError.
+
+    PyNcclCommunicator disables itself without raising when libnccl fails to load, when VLLM_DISABLE_PYNCCL is set
+    or when its group has one rank, and its `broadcast` then returns at once: the sender would send nothing and the
+    receiver would load uninitialised `torch.empty` buckets, with the version check still passing."""
+    if not getattr(comm, "available", False) or getattr(comm, "disabled", True):
+        raise WeightSyncError(f"{where}: vLLM's PyNcclCommunicator is disabled (libnccl failed to load, "
+                              f"VLLM_DISABLE_PYNCCL is set, or the weight group has a single rank), so a broadcast "
+                              f"would move nothing; rollout.weight_sync=nccl needs NCCL on every trainer and engine GPU")
+    return comm
+
+
 def resolve_weight_sync(rc: RolloutConfig, colocate: bool, gpu: bool) -> str:
     """`auto`: inprocess for hf; reload for vllm on CPU; ipc when colocated on GPU, else nccl."""
     if rc.weight_sync != "auto":
@@ -128,12 +141,16 @@ class WeightSender:
         from vllm.distributed.utils import StatelessProcessGroup
 
         group = StatelessProcessGroup.create(host=master_addr, port=master_port, rank=0, world_size=world_size)
-        self._weight_comm = PyNcclCommunicator(group, device=torch.cuda.current_device())
+        device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+        self._weight_comm = require_pynccl(PyNcclCommunicator(group, device=device),
+                                           f"{self.role}: weight group (rank 0 of {world_size})")
         return 0
 
     def broadcast_weights(self, plan: Plan) -> int:
         """Every rank gathers (ZeRO-3); rank 0 broadcasts each flat bucket to the vLLM workers."""
         sent = 0
+        if self.rank == 0:
+            require_pynccl(getattr(self, "_weight_comm", None), f"{self.role}: broadcast_weights")
         for flat in self._flat_buckets(plan):
             if self.rank == 0:
                 self._weight_comm.broadcast(flat, src=0, stream=torch.cuda.current_stream())

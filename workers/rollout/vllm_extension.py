@@ -60,14 +60,19 @@ class WeightSyncExtension:
         from vllm.distributed.parallel_state import get_tp_group
         from vllm.distributed.utils import StatelessProcessGroup
 
+        from tdrm_rl.workers.weight_sync import require_pynccl
+
         rank = rank_offset + get_tp_group().rank_in_group
         group = StatelessProcessGroup.create(host=master_addr, port=master_port, rank=rank, world_size=world_size)
-        self._tdrm_comm = PyNcclCommunicator(group, device=self.device)
+        self._tdrm_comm = require_pynccl(PyNcclCommunicator(group, device=self.device),
+                                         f"rollout engine: weight group (rank {rank} of {world_size})")
         return rank
 
     def tdrm_receive_broadcast(self, plan: Plan) -> int:
         """Receive every bucket from group rank 0, streaming each into vLLM's reload as it lands."""
-        comm = self._tdrm_comm
+        from tdrm_rl.workers.weight_sync import require_pynccl
+
+        comm = require_pynccl(getattr(self, "_tdrm_comm", None), "rollout engine: tdrm_receive_broadcast")
 
         def weights() -> Iterator[tuple[str, torch.Tensor]]:
             for bucket in plan:
