@@ -208,6 +208,11 @@ class RLTrainer(StepStages):
         logging.getLogger("tdrm_rl").warning("%s; restarting %s (%d of %d)", died, died.role,
                                              self.counters["restarts"], limit)
         group.restart()
+        if died.role in ("rollout", "policy"):
+            # The new actors hold no weight-sync state: under nccl they never joined the weight group (no
+            # communicator), and the survivors' communicator names a dead peer. Build the sync anew (new port, new
+            # communicators on both sides) before anything moves weights again.
+            self.weight_sync = WeightSync(self.cfg, self.policy, self.rollout)
         if died.role == "rollout":
             self.weight_sync.sync(self.weights_version)  # the last synced weights, by the run's sync mode
             return None
