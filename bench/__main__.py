@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats (for iterating)")
     p.add_argument("--out", default=os.path.join(ROOT, "reports"), help="folder for bench.md and bench.json")
-    p.add_argument("--skip", default="", help="comma-separated sections to skip: scoring,td,rl,async,trl")
+    p.add_argument("--skip", default="", help="comma-separated sections to skip: scoring,td,memory,rl,async,trl")
     return p.parse_args(argv)
 
 
@@ -68,14 +68,14 @@ def write_reports(out_dir: str, results: dict[str, Any], tables: list) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     skip = {s for s in args.skip.split(",") if s}
-    unknown = skip - {"scoring", "td", "rl", "async", "trl"}
+    unknown = skip - {"scoring", "td", "memory", "rl", "async", "trl"}
     if unknown:
         print(f"bench: unknown section(s) in --skip: {sorted(unknown)}", file=sys.stderr)
         return 2
     start = time.time()
     import ray
 
-    from bench import rl_step, scoring, td_throughput, trl_compare
+    from bench import logprob_memory, rl_step, scoring, td_throughput, trl_compare
     from tdrm_rl.config import load_config
     from tdrm_rl.models.load import set_cpu_defaults
     from tdrm_rl.models.sft import ensure_policy
@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         record("prm_scoring", scoring.run(policy_path, args.quick))
     if "td" not in skip:
         record("td_targets", td_throughput.run(args.quick))
+    if "memory" not in skip:
+        record("logprob_memory", logprob_memory.run(args.quick))
     if skip >= {"rl", "async", "trl"}:
         return finish(args, results, tables, start)
 

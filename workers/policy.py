@@ -73,7 +73,7 @@ class PolicyWorker(WeightSender, DeepSpeedWorker):
                 for rows, real in self.accumulation_chunks(len(mini)):
                     chunk = mini.select(rows).trim().to(self.device)
                     logp, entropy = token_logprobs(self.engine, chunk.input_ids, chunk.attention_mask,
-                                                   with_entropy=True)
+                                                   with_entropy=True, entropy_grad=pc.entropy_coef > 0)
                     mask = chunk.response_mask
                     old = chunk.old_logprobs if chunk.old_logprobs is not None else logp.detach()
                     loss, stats = self.loss_fn(logp, old, chunk.advantages, mask, pc.clip_low, pc.clip_high,

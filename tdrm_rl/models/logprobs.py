@@ -1,26 +1,81 @@
-"""Per-token log-probabilities from one forward pass (shared by rollout and trainer, so they agree)."""
+"""Per-token log-probabilities from one forward pass (shared by rollout and trainer, so they agree).
+
+The LM head runs over chunks of tokens, each chunk's [tokens, vocab] float32 logits recomputed in backward
+(activation checkpointing) instead of stored: peak memory is `chunk_tokens x vocab`, not `B x L x vocab`,
+and the numbers are those of the plain computation.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from tdrm_rl.models.load import position_ids_from_mask
-from tdrm_rl.models.packing import forward_logits
+from tdrm_rl.models.packing import forward_hidden, forward_logits
+
+# Tokens per LM-head chunk: 1024 x a 151k vocab is 0.6 GB of float32 logits for the chunk in flight.
+CHUNK_TOKENS = 1024
+
+
+def _head_and_decoder(model: Any) -> tuple[Any, Any] | None:
+    """The LM head and the decoder under it, when the logits are just head(hidden) (no soft-capping)."""
+    base = getattr(model, "module", model)  # a DeepSpeed engine wraps the HF model
+    get_head, get_decoder = getattr(base, "get_output_embeddings", None), getattr(base, "get_decoder", None)
+    if get_head is None or get_decoder is None or getattr(base.config, "final_logit_softcapping", None):
+        return None
+    head, decoder = get_head(), get_decoder()
+    return (head, decoder) if isinstance(head, torch.nn.Linear) and decoder is not None else None
+
+
+def _chunk_logprobs(head: torch.nn.Linear, hidden: torch.Tensor, targets: torch.Tensor, want_entropy: bool,
+                    entropy_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(target) and the entropy at each of [N] positions from hidden [N, H]: float32 logits in between.
+    The entropy is detached unless `entropy_grad` (the same pass computes it either way)."""
+    logits = head(hidden).float()
+    lse = torch.logsumexp(logits, dim=-1)
+    picked = logits.gather(-1, targets[:, None]).squeeze(-1) - lse
+    if not want_entropy:
+        return picked, picked.new_zeros(())
+    entropy = lse - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+    return picked, entropy if entropy_grad else entropy.detach()
 
 
 def token_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   with_entropy: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                   with_entropy: bool = False, entropy_grad: bool = False,
+                   chunk_tokens: int = CHUNK_TOKENS) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """logp[b, t] = log p(input_ids[b, t] | input_ids[b, :t]); column 0 is 0.  Shapes [B, L].
 
-    With `with_entropy`, also returns the entropy of the predictive distribution at each column.
+    With `with_entropy`, also returns the entropy of the predictive distribution at each column; it carries a
+    gradient only with `entropy_grad` (an entropy bonus in the loss), else it is a metric computed without one.
     """
-    logits = forward_logits(model, input_ids, attention_mask, position_ids_from_mask(attention_mask))
-    logits = logits[:, :-1].float()
-    log_probs = F.log_softmax(logits, dim=-1)
-    picked = log_probs.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
-    picked = F.pad(picked, (1, 0))
+    position_ids = position_ids_from_mask(attention_mask)
+    parts = _head_and_decoder(model)
+    if parts is None:  # a model whose logits are not a plain linear head: the direct computation
+        logits = forward_logits(model, input_ids, attention_mask, position_ids)[:, :-1].float()
+        log_probs = F.log_softmax(logits, dim=-1)
+        picked = F.pad(log_probs.gather(-1, input_ids[:, 1:, None]).squeeze(-1), (1, 0))
+        if not with_entropy:
+            return picked
+        entropy = -(log_probs.exp() * log_probs).sum(-1)
+        return picked, F.pad(entropy if entropy_grad else entropy.detach(), (1, 0))
+    head, decoder = parts
+    hidden = forward_hidden(decoder, input_ids, attention_mask, position_ids)[:, :-1]
+    B, T, H = hidden.shape
+    flat_h, flat_t = hidden.reshape(B * T, H), input_ids[:, 1:].reshape(B * T)
+    picked, entropy = [], []
+    for start in range(0, B * T, chunk_tokens):
+        args = (head, flat_h[start:start + chunk_tokens], flat_t[start:start + chunk_tokens], with_entropy,
+                entropy_grad)
+        if torch.is_grad_enabled() and flat_h.requires_grad:  # recompute this chunk's logits in backward
+            lp, ent = checkpoint(_chunk_logprobs, *args, use_reentrant=False)
+        else:
+            lp, ent = _chunk_logprobs(*args)
+        picked.append(lp)
+        entropy.append(ent)
+    logp = F.pad(torch.cat(picked).reshape(B, T), (1, 0))
     if not with_entropy:
-        return picked
-    entropy = -(log_probs.exp() * log_probs).sum(-1)
-    return picked, F.pad(entropy, (1, 0))
+        return logp
+    return logp, F.pad(torch.cat(entropy).reshape(B, T), (1, 0))

@@ -72,9 +72,20 @@ def unpack(packed_out: torch.Tensor, packed: Packed, shape: tuple[int, int]) -> 
 def forward_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                    position_ids: torch.Tensor, min_padding: float = PACK_MIN_PADDING) -> torch.Tensor:
     """model(...).logits [B, L, ...], from a packed batch when padding wastes more than `min_padding`."""
+    return _forward(model, input_ids, attention_mask, position_ids, min_padding, lambda out: out.logits)
+
+
+def forward_hidden(decoder: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   position_ids: torch.Tensor, min_padding: float = PACK_MIN_PADDING) -> torch.Tensor:
+    """The decoder's last hidden state [B, L, H] (no LM head), packed like `forward_logits`."""
+    return _forward(decoder, input_ids, attention_mask, position_ids, min_padding, lambda out: out.last_hidden_state)
+
+
+def _forward(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+             min_padding: float, read: Any) -> torch.Tensor:
     if padding_share(attention_mask) <= min_padding:
-        return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                     use_cache=False).logits
+        return read(model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          use_cache=False))
     packed = pack(input_ids, attention_mask)
-    logits = model(input_ids=packed.input_ids, position_ids=packed.position_ids, use_cache=False).logits
-    return unpack(logits, packed, tuple(input_ids.shape))
+    out = read(model(input_ids=packed.input_ids, position_ids=packed.position_ids, use_cache=False))
+    return unpack(out, packed, tuple(input_ids.shape))
