@@ -30,7 +30,7 @@ from tdrm_rl.collate import TokenTexts, collate
 from tdrm_rl.td import terminal_mask
 
 __all__ = ["Trajectory", "write_jsonl", "read_jsonl", "records_batch", "mc_step_labels", "step_success_table",
-           "step_prefix_lengths"]
+           "step_prefix_lengths", "exact_step_labels"]
 
 
 @dataclass
@@ -132,4 +132,26 @@ def step_prefix_lengths(batch: Batch) -> list[list[int]]:
     out = []
     for ends, mask in zip(batch.step_ends.tolist(), batch.step_mask.tolist()):
         out.append([e - batch.prompt_len + 1 for e, m in zip(ends, mask) if m])
+    return out
+
+
+def exact_step_labels(records: list[Trajectory], task, step_mask: Tensor) -> Optional[Tensor]:
+    """The task's exact step labels [B, S] (1 = every step so far is right), 0 on padding; None when the
+    task has none (only the embedded arith task knows the right value after every step).
+
+    Measurement only: the `exact` PRM objective uses them as a diagnostic ceiling, no compared method does.
+    """
+    fn = getattr(task, "step_labels", None)
+    if fn is None:
+        return None
+    S = step_mask.shape[1]
+    out = torch.zeros(len(records), S)
+    for b, r in enumerate(records):
+        row = fn(r.prompt, r.steps, r.answer)
+        if row is None:
+            return None
+        T = int((step_mask[b] != 0).sum())
+        if len(row) != T:
+            raise ValueError(f"trajectory {b} (problem {r.problem_id}): {len(row)} text steps but {T} step ends")
+        out[b, :T] = torch.tensor(row, dtype=torch.float32)
     return out
