@@ -125,6 +125,9 @@ class PRMConfig:
     update: str = "online"  # online: TD update after scoring | online_before: update, then re-score | frozen | every_k
     update_every: int = 1  # with update=every_k: TD update on steps divisible by this
     lr: float = 5e-4  # the scalar head starts fresh; 1e-4 barely moved the TD loss in 60 steps
+    # Value read-out (tdrm_rl/models.py): logprob = head on the step-end hidden state PLUS a * the lowest
+    # token log-prob so far under the PRM's own LM; hidden = the head alone (a token-classification model).
+    readout: str = "logprob"
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     zero_stage: int = 0
@@ -230,6 +233,7 @@ CHOICES = {
     "cluster.placement_strategy": ("PACK", "SPREAD", "STRICT_PACK"),
     "prm.update": ("online", "online_before", "frozen", "every_k"),
     "prm.td_mode": ("nstep", "lambda"),
+    "prm.readout": ("logprob", "hidden"),
     "prm.bootstrap": ("online", "ema"),
     "prm.shaping": ("none", "step_penalty"),
     "reward.prm_aggregate": ("before_answer", "min", "mean", "last"),

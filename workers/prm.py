@@ -40,7 +40,7 @@ class PRMWorker(DeepSpeedWorker):
     def setup(self) -> None:
         pc, rc = self.cfg.prm, self.cfg.rollout
         model, self.tokenizer = load_prm(self.model_path, init_from_policy=self.init_from_policy,
-                                         trust_remote_code=self.cfg.model.trust_remote_code)
+                                         trust_remote_code=self.cfg.model.trust_remote_code, readout=pc.readout)
         rows_per_rank = rc.prompts_per_step * rc.group_size // self.world_size
         grad_accum = micro_batches_per_step(rows_per_rank, pc.micro_batch_size)
         self.engine = self.build_engine(model, pc.lr, pc.weight_decay, pc.zero_stage, pc.micro_batch_size,
@@ -70,7 +70,8 @@ class PRMWorker(DeepSpeedWorker):
         for mb in batch.chunk(self.cfg.prm.micro_batch_size):
             mb = mb.trim()
             mb = mb.to(self.device)
-            parts.append(prm_step_logits(model, mb.input_ids, mb.attention_mask, mb.step_ends, mb.step_mask).float().cpu())
+            parts.append(prm_step_logits(model, mb.input_ids, mb.attention_mask, mb.step_ends, mb.step_mask,
+                                         mb.response_mask).float().cpu())
         return torch.cat(parts)
 
     def values(self, batch: Batch) -> torch.Tensor:
@@ -140,7 +141,7 @@ class PRMWorker(DeepSpeedWorker):
                 chunk = chunk.trim().to(self.device)
                 chunk_targets, chunk_mask = chunk_targets.to(self.device), chunk_mask.to(self.device)
                 logits = prm_step_logits(self.engine, chunk.input_ids, chunk.attention_mask, chunk.step_ends,
-                                         chunk.step_mask)
+                                         chunk.step_mask, chunk.response_mask)
                 loss = prm_td_loss(logits, chunk_targets, chunk_mask, terminal_weight)
                 weight = chunk_mask.sum() / total_steps
                 self.backward_and_step(loss * weight)
