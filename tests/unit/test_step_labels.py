@@ -148,3 +148,61 @@ def test_step_quality_keys():
     groups = torch.arange(len(values)) // 5
     q = step_quality(values, labels, mask, {"min": values.amax(1)}, outcome, groups)
     assert {"step_auc", "step_auc_by_index", "pairwise/min", "across/min", "first_error_f1"} <= set(q)
+
+
+# ----- the policy-log-prob verifier and the logprob PRM read-out (real tiny models) -----------------------
+
+def _tiny_records(tok):
+    responses = ["12+5=17\n\n17*3=52\n\n52-7=45\n\n\\boxed{45}", "12+5=17\n\n\\boxed{17}",
+                 "12+5=17\n\n17*3=51\n\n51-7=44\n\n\\boxed{44}"]
+    prompts = [PROMPT, "Start with 3: +4\n", PROMPT]
+    return [Trajectory(problem_id=i, prompt=p, answer="44", response=r,
+                       prompt_ids=tok.encode(p, add_special_tokens=False),
+                       response_ids=tok.encode(r, add_special_tokens=False) + [tok.eos_token_id],
+                       steps=split_steps(r), outcome=0.0) for i, (p, r) in enumerate(zip(prompts, responses))]
+
+
+def test_logprob_verifier_matches_a_loop(tok, tmp_path):
+    from tdrm_rl.config import ModelConfig
+    from tdrm_rl.models import build_tiny_policy
+    from tdrm_rl.offline import logprob_verifier_records
+
+    model = build_tiny_policy(tok, ModelConfig(), seed=0).eval()
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    records = _tiny_records(tok)
+    got = logprob_verifier_records(str(tmp_path), records, "\n\n", micro_batch_size=2)
+    for b, r in enumerate(records):
+        ids = torch.tensor([r.prompt_ids + r.response_ids])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].double(), -1)
+        tok_logp = [float(logp[j - 1, ids[0, j]]) for j in range(len(r.prompt_ids), ids.shape[1])]
+        for k in range(int(got.step_mask[b].sum())):
+            end = int(got.step_ends[b, k]) - got.prompt_len  # response offset of the step's last token
+            want = math.exp(min(tok_logp[:end + 1]))
+            assert float(torch.sigmoid(got.step_logits[b, k])) == pytest.approx(want, rel=1e-4)
+
+
+def test_logprob_prm_saves_and_loads(tok, tmp_path):
+    from tdrm_rl.config import ModelConfig
+    from tdrm_rl.models import (LogprobValueModel, build_tiny_policy, load_prm, prm_checkpoint_readout,
+                                prm_step_logits)
+
+    build_tiny_policy(tok, ModelConfig(), seed=0).save_pretrained(tmp_path / "policy")
+    tok.save_pretrained(tmp_path / "policy")
+    prm, _ = load_prm(str(tmp_path / "policy"), init_from_policy=True, readout="logprob")
+    assert isinstance(prm, LogprobValueModel)
+    with torch.no_grad():
+        prm.score.weight.normal_(0, 0.5)
+        prm.logprob_scale_raw.fill_(0.3)
+    prm.save_pretrained(str(tmp_path / "prm"))
+    tok.save_pretrained(tmp_path / "prm")
+    assert prm_checkpoint_readout(str(tmp_path / "prm")) == "logprob"
+    back, _ = load_prm(str(tmp_path / "prm"), init_from_policy=False)
+    batch = records_batch(_tiny_records(tok), tok)
+    args = (batch.input_ids, batch.attention_mask, batch.step_ends, batch.step_mask, batch.response_mask)
+    with torch.no_grad():
+        a, b = prm_step_logits(prm.eval(), *args), prm_step_logits(back.eval(), *args)
+    assert torch.equal(a, b) and a[batch.step_mask.bool()].std() > 0
+    with pytest.raises(ValueError, match="response mask"):
+        prm_step_logits(prm, *args[:4])
