@@ -207,7 +207,8 @@ class RLTrainer:
 
     def make_batch(self, gen: Generated, problems: list, n: int) -> Batch:
         group_ids = [i for i in range(len(problems)) for _ in range(n)]
-        meta = {"answer": [problems[g].answer for g in group_ids], "response_text": gen.response_text}
+        meta = {"answer": [problems[g].answer for g in group_ids], "response_text": gen.response_text,
+                "prompt": [problems[g].prompt for g in group_ids]}
         return collate(gen.prompt_ids, gen.response_ids, group_ids, self.token_texts,
                        pad_id=self.tokenizer.pad_token_id, delimiter=self.cfg.data.step_delimiter,
                        rollout_logprobs=gen.response_logprobs, meta=meta)
@@ -368,7 +369,28 @@ class RLTrainer:
             "throughput/tokens_per_s": tokens / max(rollout_s, 1e-9),
             "throughput/trajectories_per_s": len(batch) / max(rollout_s, 1e-9),
             **response_counts(batch.meta["response_text"], self.cfg.data.step_delimiter),
+            **self.step_label_metrics(batch, values),
         }
+
+    def step_label_metrics(self, batch: Batch, values: torch.Tensor) -> dict[str, float]:
+        """With exact step labels (arith): the PRM's step AUC and first-error F1 on this step's rollouts."""
+        from tdrm_rl.prm_metrics import first_error_metrics, step_auc
+        from tdrm_rl.rollout_data import step_label_table
+        from tdrm_rl.steps import split_steps
+
+        if "prompt" not in batch.meta:
+            return {}
+        delim = self.cfg.data.step_delimiter
+        table = step_label_table(self.task, batch.meta["prompt"], [split_steps(t, delim) for t in
+                                                                    batch.meta["response_text"]],
+                                 batch.meta["answer"], batch.step_mask)
+        if table is None:
+            return {}
+        labels, ok = table
+        mask = batch.step_mask * ok[:, None].to(batch.step_mask.dtype)
+        discount = self.cfg.prm.gamma
+        fe = first_error_metrics(values.double(), labels, mask, discount=discount)
+        return {"prm/step_auc": step_auc(values, labels, mask), "prm/first_error_f1": fe["first_error_f1"]}
 
     # ----- evaluation and checkpoints -----------------------------------------------------------
     def evaluate(self) -> dict[str, float]:

@@ -27,6 +27,14 @@ def td_targets(cfg, bootstrap_logits: torch.Tensor, batch: Batch) -> torch.Tenso
     return nstep_targets(values, rewards, batch.step_mask, batch.outcome, cfg.n_step, cfg.gamma)
 
 
+def prm_lr_scale(name: str, pc) -> float:
+    """prm.lr trains the value head (and the log-prob weight); the backbone gets prm.backbone_lr / prm.lr."""
+    head = name.startswith(("score.", "logprob_scale_raw"))
+    if head or pc.backbone_lr is None:
+        return 1.0
+    return pc.backbone_lr / pc.lr if pc.lr > 0 else 0.0
+
+
 class PRMWorker(DeepSpeedWorker):
     role = "prm"
 
@@ -44,7 +52,7 @@ class PRMWorker(DeepSpeedWorker):
         rows_per_rank = rc.prompts_per_step * rc.group_size // self.world_size
         grad_accum = micro_batches_per_step(rows_per_rank, pc.micro_batch_size)
         self.engine = self.build_engine(model, pc.lr, pc.weight_decay, pc.zero_stage, pc.micro_batch_size,
-                                        grad_accum, pc.grad_clip)
+                                        grad_accum, pc.grad_clip, lr_scale=lambda name: prm_lr_scale(name, pc))
         if pc.bootstrap == "ema":
             self.target = copy.deepcopy(self.engine.module).eval().requires_grad_(False)
 
