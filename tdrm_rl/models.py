@@ -148,8 +148,8 @@ class LogprobValueModel(torch.nn.Module):
         self.config = lm.config
         self.score = torch.nn.Linear(lm.config.hidden_size, 1)
         # softplus(raw) = a; raw = log(e^a - 1)
-        self.logprob_scale_raw = torch.nn.Parameter(torch.tensor(float(torch.log(torch.expm1(
-            torch.tensor(LOGPROB_INIT_SCALE))))))
+        # shape [1], not a 0-dim tensor: DeepSpeed's initial broadcast cannot view a 0-dim float as bytes.
+        self.logprob_scale_raw = torch.nn.Parameter(torch.log(torch.expm1(torch.tensor([LOGPROB_INIT_SCALE]))))
 
     def gradient_checkpointing_enable(self, **kwargs) -> None:
         self.lm.gradient_checkpointing_enable(**kwargs)

@@ -249,8 +249,9 @@ def step_metrics_eval(scored: dict[str, Batch], records: list[Trajectory], label
 
 def write_scores_jsonl(path: str, scored: dict[str, Batch], records: list[Trajectory],
                        labels: Optional[torch.Tensor] = None) -> str:
-    """One line per (trajectory, PRM), in the rollouts file's order, then PRM by PRM:
-    {"prm", "index", "problem_id", "outcome", "values": [V per step in [0, 1]], "labels": [exact] (arith)}."""
+    """One line per trajectory and PRM: trajectories in the rollouts file's order, and for each of them one
+    line per PRM (in `scored` order): {"prm", "index" (line in the rollouts file, from 0), "problem_id",
+    "outcome", "values": [V(s_i) in [0, 1] per step], "labels": [exact step labels] (tasks that have them)}."""
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         for i, r in enumerate(records):

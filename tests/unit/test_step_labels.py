@@ -206,3 +206,15 @@ def test_logprob_prm_saves_and_loads(tok, tmp_path):
     assert torch.equal(a, b) and a[batch.step_mask.bool()].std() > 0
     with pytest.raises(ValueError, match="response mask"):
         prm_step_logits(prm, *args[:4])
+
+
+def test_step_label_table_leaves_out_rows_cut_by_max_steps():
+    from tdrm_rl.rollout_data import step_label_table
+
+    task = ArithTask(num_ops=3, operand_max=12)
+    steps = [split_steps("12+5=17\n\n17*3=52\n\n52-7=45\n\n\\boxed{45}"), split_steps("12+5=17\n\n\\boxed{17}")]
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]).float()  # row 1: three step ends for two text steps
+    labels, ok = step_label_table(task, [PROMPT, PROMPT], steps, ["44", "44"], mask)
+    assert ok.tolist() == [True, False]
+    assert labels.tolist() == [[1, 0, 0, 0], [0, 0, 0, 0]]
+    assert step_label_table(object(), [PROMPT], steps[:1], ["44"], mask[:1]) is None
