@@ -257,10 +257,10 @@ def step_metrics_table(step_metrics: dict, aggs: list[str]) -> str:
                               [[n] + [f(m[f"pairwise/{a}"]) for a in aggs] for n, m in prms.items()])
     rows = []
     for name, m in prms.items():
-        rows.append([name, f(m["step_auc"]), " / ".join(f(x) for x in m["step_auc_by_index"])]
+        rows.append([name, f(m["step_auc"]), f(m["step_auc_undiscounted"]), " / ".join(f(x) for x in m["step_auc_by_index"])]
                     + [f(m[f"pairwise/{a}"]) for a in aggs]
                     + [f(m["first_error_acc"]), f(m["first_error_correct_acc"]), f(m["first_error_f1"])])
-    head = (["PRM", "step AUC", "step AUC by step"] + [f"pairwise ({a})" for a in aggs]
+    head = (["PRM", "step AUC", "step AUC (undiscounted)", "step AUC by step"] + [f"pairwise ({a})" for a in aggs]
             + ["first-error acc", "error-free acc", "first-error F1"])
     return (markdown_table(head, rows) + "\n\nFirst error: " + step_metrics["first_error_rule"]
             + " (discount = the PRM's TD gamma, 1 for label-trained PRMs and the log-prob verifier).")

@@ -165,10 +165,14 @@ def predicted_first_error(values: Tensor, mask: Tensor, threshold: float = FIRST
     use discount 1 (ProcessBench's rule: the first value below 0.5).
     values [B, S] in [0, 1], mask [B, S] -> [B] long.
     """
+    return first_error_index((undiscounted(values, mask, discount) >= threshold).long(), mask)
+
+
+def undiscounted(values: Tensor, mask: Tensor, discount: float) -> Tensor:
+    """V_i / discount^(T-1-i): a discounted value put back on the scale of a success probability."""
     T = (mask != 0).sum(1, keepdim=True)
     steps_to_end = (T - 1 - torch.arange(values.shape[1])[None, :]).clamp(min=0).double()
-    scaled = values.double() / (float(discount) ** steps_to_end)
-    return first_error_index((scaled >= threshold).long(), mask)
+    return values.double() / (float(discount) ** steps_to_end)
 
 
 def first_error_metrics(values: Tensor, labels: Tensor, mask: Tensor, threshold: float = FIRST_ERROR_THRESHOLD,
@@ -197,9 +201,12 @@ def step_quality(values: Tensor, labels: Tensor, step_mask: Tensor, scores: dict
     values [B, S] step values in [0, 1]; labels [B, S] exact soundness of each prefix; step_mask [B, S];
     scores: aggregation name -> [B] solution scores (for the within-problem pairwise accuracy against the
     outcome); outcome [B]; group_ids [B] problem ids. Keys: step_auc, step_auc_by_index, pairwise/<agg>,
-    across/<agg> (the same pairs over the whole batch), first_error_* (see first_error_metrics).
+    across/<agg> (the same pairs over the whole batch), first_error_* (see first_error_metrics), and
+    step_auc_undiscounted: the pooled step AUC of V_i / discount^(T-1-i) (= step_auc for discount 1); a
+    TD-PRM's raw values shrink with the distance to the answer, which the pooled AUC mixes with soundness.
     """
     out: dict = {"step_auc": step_auc(values, labels, step_mask),
+                 "step_auc_undiscounted": step_auc(undiscounted(values, step_mask, discount), labels, step_mask),
                  "step_auc_by_index": step_auc_by_index(values, labels, step_mask)}
     for name, s in scores.items():
         out[f"pairwise/{name}"] = ranking_accuracy(s, outcome, group_ids)

@@ -218,3 +218,13 @@ def test_step_label_table_leaves_out_rows_cut_by_max_steps():
     assert ok.tolist() == [True, False]
     assert labels.tolist() == [[1, 0, 0, 0], [0, 0, 0, 0]]
     assert step_label_table(object(), [PROMPT], steps[:1], ["44"], mask[:1]) is None
+
+
+def test_undiscounted_step_auc():
+    # gamma 0.5 TD values of two 3-step solutions: sound ones are 0.25, 0.5, 1 (p = 1); unsound ~0.
+    values = torch.tensor([[0.25, 0.5, 1.0], [0.25, 0.3, 0.1]])  # undiscounted: 1, 1, 1 and 1, 0.6, 0.1
+    labels = torch.tensor([[1, 1, 1], [1, 0, 0]]).float()
+    mask = torch.ones(2, 3)
+    q = step_quality(values, labels, mask, {}, torch.tensor([1.0, 0.0]), torch.tensor([0, 0]), discount=0.5)
+    assert q["step_auc"] < 1.0  # the raw sound 0.25 ranks below the unsound 0.3
+    assert q["step_auc_undiscounted"] == 1.0
