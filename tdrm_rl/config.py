@@ -124,7 +124,10 @@ class PolicyConfig:
 class PRMConfig:
     update: str = "online"  # online: TD update after scoring | online_before: update, then re-score | frozen | every_k
     update_every: int = 1  # with update=every_k: TD update on steps divisible by this
-    lr: float = 5e-4  # the scalar head starts fresh; 1e-4 barely moved the TD loss in 60 steps
+    # Learning rate of the value head (w, b and the log-prob weight a). Chosen on a validation split of training
+    # problems (issue 14): with the logprob read-out, 1e-4 beat 5e-4 on every step metric (exact labels: step
+    # AUC 0.982 vs 0.962; TD: 0.970 vs 0.854, within-problem pairwise 0.90 vs 0.86).
+    lr: float = 1e-4
     # Value read-out (tdrm_rl/models.py): logprob = head on the step-end hidden state PLUS a * the lowest
     # token log-prob so far under the PRM's own LM; hidden = the head alone (a token-classification model).
     readout: str = "logprob"
