@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -51,14 +51,27 @@ class DeepSpeedWorker(BaseWorker):
     zero_overrides: dict = {}
 
     def build_engine(self, model: torch.nn.Module, lr: float, weight_decay: float, zero_stage: int,
-                     micro_batch_size: int, grad_accum: int, grad_clip: float):
+                     micro_batch_size: int, grad_accum: int, grad_clip: float,
+                     lr_scale: "Callable[[str], float] | None" = None):
+        """`lr_scale(name)`, when given, multiplies `lr` per parameter (one optimizer group per scale;
+        a scale of 0 freezes the parameter)."""
         import deepspeed
 
         self.grad_accum = grad_accum
         if self.cfg.model.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        params = [p for p in model.parameters() if p.requires_grad]
+        if lr_scale is None:
+            params = [p for p in model.parameters() if p.requires_grad]
+        else:
+            groups: dict[float, list] = {}
+            for name, p in model.named_parameters():
+                scale = float(lr_scale(name))
+                if scale == 0.0:
+                    p.requires_grad_(False)
+                elif p.requires_grad:
+                    groups.setdefault(scale, []).append(p)
+            params = [{"params": ps, "lr": lr * scale} for scale, ps in groups.items()]
         optimizer = GuardedAdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.999))
         self.guarded_optimizer = optimizer
         config = deepspeed_config(zero_stage, micro_batch_size, grad_accum, grad_clip, self.world_size, bf16)

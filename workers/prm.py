@@ -18,6 +18,14 @@ from tdrm_rl.algos.td import ema_update, mean_abs_td_error, prm_td_loss, td_targ
 from tdrm_rl.workers.deepspeed import DeepSpeedWorker, accumulation_steps
 
 
+def prm_lr_scale(name: str, pc) -> float:
+    """prm.lr trains the value head (and the log-prob weight); the backbone gets prm.backbone_lr / prm.lr."""
+    head = name.startswith(("score.", "logprob_scale_raw"))
+    if head or pc.backbone_lr is None:
+        return 1.0
+    return pc.backbone_lr / pc.lr if pc.lr > 0 else 0.0
+
+
 class PRMWorker(DeepSpeedWorker):
     role = "prm"
 
@@ -31,10 +39,10 @@ class PRMWorker(DeepSpeedWorker):
     def setup(self) -> None:
         pc, rc = self.cfg.prm, self.cfg.rollout
         model, self.tokenizer = load_prm(self.model_path, init_from_policy=self.init_from_policy,
-                                         trust_remote_code=self.cfg.model.trust_remote_code)
+                                         trust_remote_code=self.cfg.model.trust_remote_code, readout=pc.readout)
         grad_accum = accumulation_steps(rc.prompts_per_step * rc.group_size, self.world_size, 1, pc.micro_batch_size)
         self.engine = self.build_engine(model, pc.lr, pc.weight_decay, pc.zero_stage, pc.micro_batch_size,
-                                        grad_accum, pc.grad_clip)
+                                        grad_accum, pc.grad_clip, lr_scale=lambda name: prm_lr_scale(name, pc))
         if pc.bootstrap == "ema":
             self.target = copy.deepcopy(self.engine.module).eval().requires_grad_(False)
 
@@ -60,7 +68,8 @@ class PRMWorker(DeepSpeedWorker):
         for mb in batch.chunk(self.cfg.prm.micro_batch_size):
             mb = mb.trim()
             mb = mb.to(self.device)
-            parts.append(prm_step_logits(model, mb.input_ids, mb.attention_mask, mb.step_ends, mb.step_mask).float().cpu())
+            parts.append(prm_step_logits(model, mb.input_ids, mb.attention_mask, mb.step_ends, mb.step_mask,
+                                         mb.response_mask).float().cpu())
         return torch.cat(parts)
 
     def values(self, batch: Batch) -> torch.Tensor:
@@ -130,7 +139,7 @@ class PRMWorker(DeepSpeedWorker):
                 chunk = chunk.trim().to(self.device)
                 chunk_targets, chunk_mask = chunk_targets.to(self.device), chunk_mask.to(self.device)
                 logits = prm_step_logits(self.engine, chunk.input_ids, chunk.attention_mask, chunk.step_ends,
-                                         chunk.step_mask)
+                                         chunk.step_mask, chunk.response_mask)
                 loss = prm_td_loss(logits, chunk_targets, chunk_mask, terminal_weight)
                 weight = chunk_mask.sum() / total_steps if real else 0.0  # a stand-in pass: no gradient
                 self.backward_and_step(loss * weight)

@@ -60,11 +60,13 @@ def add_parsers(sub, overrides_help: str) -> None:
                        description="Train a PRM on a rollouts file with the same PRMWorker and TD code as online "
                        "RL. td: n-step targets (prm.n_step, prm.gamma; prm.bootstrap=ema for a target network); "
                        "td_lambda: lambda-returns (prm.gamma, prm.lam); scalar: BCE on Monte-Carlo step labels; "
-                       "orm: BCE on the outcome at the final state. Writes an HF checkpoint (OUT/prm), "
+                       "orm: BCE on the outcome at the final state; exact: BCE on the task's exact step labels (arith; a "
+                       "diagnostic ceiling, not a method). Writes an HF checkpoint (OUT/prm), "
                        "metrics.jsonl and prm_train.json.")
     common(p)
     p.add_argument("--data", required=True, help="rollouts .jsonl from `tdrm-rl rollouts`")
-    p.add_argument("--objective", required=True, choices=("td", "td_lambda", "scalar", "orm"))
+    p.add_argument("--objective", required=True, choices=("td", "td_lambda", "scalar", "orm", "exact"),
+                   help="exact: BCE on the task's exact step labels (arith only), the diagnostic ceiling")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--epochs", type=_positive, default=3)
     p.add_argument("--batch-size", type=_positive, default=64, help="trajectories per optimizer step")
@@ -73,11 +75,16 @@ def add_parsers(sub, overrides_help: str) -> None:
                        description="Score every solution with each PRM, aggregate its step values (last, min, "
                        "mean, product, final) and report Best-of-N accuracy for N = 1, 2, 4 ... N_max next to "
                        "majority vote and pass@N. Also the smoothness of each PRM and its mean |TD error| per "
-                       "step. Writes bon.json, bon.md and bon.png.")
+                       "step; with exact step labels (arith) step AUC, within-problem pairwise accuracy and first-error "
+                       "accuracy/F1 per PRM. The policy-log-prob verifier is a baseline row. Writes bon.json, bon.md, "
+                       "bon.png and scores.jsonl (per trajectory and PRM: problem_id, outcome, values).")
     common(p)
     p.add_argument("--data", required=True, help="rollouts .jsonl (the same number of solutions per problem)")
-    p.add_argument("--prm", action="append", required=True, metavar="NAME=PATH",
+    p.add_argument("--prm", action="append", default=[], metavar="NAME=PATH",
                    help="a PRM checkpoint (repeatable), e.g. --prm td=runs/td/prm")
+    p.add_argument("--no-logprob-baseline", action="store_true",
+                   help="leave out the policy-log-prob verifier row (logprob: exp of the lowest token log-prob so "
+                   "far under the policy, model.policy_path or the embedded warm start; no training)")
     p.add_argument("--agg", default="last,min,mean,product,final", help="aggregations, comma-separated")
     p.add_argument("--out", required=True, help="output directory")
 
@@ -188,35 +195,75 @@ def _prm_specs(specs: list[str]) -> dict[str, str]:
 
 def cmd_bon(args, cfg: RunConfig) -> int:
     from tdrm_rl.prm_tools.bon import BON_AGGREGATIONS
-    from tdrm_rl.prm_tools.offline import bon_eval, local_prm_worker, score_records, smoothness_eval
+    from tdrm_rl.prm_tools.offline import (bon_eval, local_prm_worker, logprob_verifier_records, read_prm_info, score_records,
+                                 smoothness_eval, step_metrics_eval, write_scores_jsonl)
     from tdrm_rl.repro.tables import markdown_table, plot_lines
+    from tdrm_rl.data.rollout_file import exact_step_labels
+    from tdrm_rl.tasks import get_task
 
     aggs = [a.strip() for a in args.agg.split(",") if a.strip()]
     bad = [a for a in aggs if a not in BON_AGGREGATIONS]
     if bad or not aggs:
         raise UsageError(f"--agg: unknown aggregation(s) {bad}; known: {', '.join(BON_AGGREGATIONS)}")
     prms = _prm_specs(args.prm)
+    if not prms and args.no_logprob_baseline:
+        raise UsageError("bon: nothing to score; give --prm NAME=PATH or keep the log-prob baseline")
     records = _read(args.data)
-    scored, smooth = {}, {}
+    scored, smooth, discounts = {}, {}, {}
+    if not args.no_logprob_baseline:
+        scored["logprob"] = logprob_verifier_records(_policy(cfg), records, cfg.data.step_delimiter)
+        discounts["logprob"] = 1.0
     for name, path in prms.items():
         worker = local_prm_worker(cfg, path, init_from_policy=False)
         scored[name] = score_records(worker, records, cfg.data.step_delimiter)
-        smooth[name] = smoothness_eval(scored[name], cfg.prm.n_step, cfg.prm.gamma)
+        discounts[name] = float(read_prm_info(path).get("discount", 1.0))
+    for name, batch in scored.items():
+        smooth[name] = smoothness_eval(batch, cfg.prm.n_step, cfg.prm.gamma)
+    any_batch = next(iter(scored.values()))
+    labels = exact_step_labels(records, get_task(cfg.data), any_batch.step_mask)
     out = bon_eval(scored, records, aggs)
     out["smoothness"] = smooth
+    out["step_metrics"] = step_metrics_eval(scored, records, labels, discounts, aggs)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "bon.json"), "w") as f:
         json.dump(out, f, indent=2)
+    write_scores_jsonl(os.path.join(args.out, "scores.jsonl"), scored, records, labels)
     rows = [[name] + [f"{v:.3f}" for v in accs] for name, accs in out["accuracy"].items()]
     table = markdown_table(["scorer"] + [f"N={n}" for n in out["N"]], rows)
     smooth_rows = [[n, f"{s['smoothness_per_step']:.4f}", f"{s['smoothness_per_token']:.4f}"] for n, s in smooth.items()]
     smooth_table = markdown_table(["PRM", "smoothness (d=1 per step)", "smoothness (d=step tokens)"], smooth_rows)
+    step_table = step_metrics_table(out["step_metrics"], aggs)
     with open(os.path.join(args.out, "bon.md"), "w") as f:
-        f.write(f"# Best-of-N on {args.data} ({out['problems']} problems)\n\n{table}\n\n{smooth_table}\n")
+        f.write(f"# Best-of-N on {args.data} ({out['problems']} problems)\n\n{table}\n\n{step_table}\n\n"
+                f"{smooth_table}\n")
     plot_lines({k: (out["N"], v, None) for k, v in out["accuracy"].items()}, os.path.join(args.out, "bon.png"),
                "Best-of-N", "N", "accuracy", logx=True)
-    print(table + "\n\n" + smooth_table + f"\n\n-> {args.out}/bon.md, bon.json, bon.png")
+    print(table + "\n\n" + step_table + "\n\n" + smooth_table + f"\n\n-> {args.out}/bon.md, bon.json, bon.png, "
+          "scores.jsonl")
     return 0
+
+
+def step_metrics_table(step_metrics: dict, aggs: list[str]) -> str:
+    """Markdown: per PRM, step AUC (overall and per step index), within-problem pairwise per aggregation,
+    first-error accuracy / F1 (the rule is in the caption)."""
+    from tdrm_rl.repro.tables import markdown_table
+
+    def f(x):
+        return "n/a" if x is None or x != x else f"{x:.3f}"
+
+    prms = step_metrics["prms"]
+    if not step_metrics["has_step_labels"]:
+        return markdown_table(["PRM"] + [f"pairwise ({a})" for a in aggs],
+                              [[n] + [f(m[f"pairwise/{a}"]) for a in aggs] for n, m in prms.items()])
+    rows = []
+    for name, m in prms.items():
+        rows.append([name, f(m["step_auc"]), f(m["step_auc_undiscounted"]), " / ".join(f(x) for x in m["step_auc_by_index"])]
+                    + [f(m[f"pairwise/{a}"]) for a in aggs]
+                    + [f(m["first_error_acc"]), f(m["first_error_correct_acc"]), f(m["first_error_f1"])])
+    head = (["PRM", "step AUC", "step AUC (undiscounted)", "step AUC by step"] + [f"pairwise ({a})" for a in aggs]
+            + ["first-error acc", "error-free acc", "first-error F1"])
+    return (markdown_table(head, rows) + "\n\nFirst error: " + step_metrics["first_error_rule"]
+            + " (discount = the PRM's TD gamma, 1 for label-trained PRMs and the log-prob verifier).")
 
 
 def cmd_search(args, cfg: RunConfig) -> int:

@@ -30,7 +30,7 @@ from tdrm_rl.data.collate import TokenTexts, collate
 from tdrm_rl.algos.td import terminal_mask
 
 __all__ = ["Trajectory", "write_jsonl", "read_jsonl", "records_batch", "mc_step_labels", "step_success_table",
-           "step_prefix_lengths"]
+           "step_prefix_lengths", "exact_step_labels"]
 
 
 @dataclass
@@ -133,3 +133,40 @@ def step_prefix_lengths(batch: Batch) -> list[list[int]]:
     for ends, mask in zip(batch.step_ends.tolist(), batch.step_mask.tolist()):
         out.append([e - batch.prompt_len + 1 for e, m in zip(ends, mask) if m])
     return out
+
+
+def exact_step_labels(records: list[Trajectory], task, step_mask: Tensor) -> Optional[Tensor]:
+    """The task's exact step labels [B, S] (1 = every step so far is right), 0 on padding; None when the
+    task has none (only the embedded arith task knows the right value after every step).
+
+    Measurement only: the `exact` PRM objective uses them as a diagnostic ceiling, no compared method does.
+    """
+    out = step_label_table(task, [r.prompt for r in records], [r.steps for r in records],
+                           [r.answer for r in records], step_mask)
+    if out is None:
+        return None
+    labels, ok = out
+    if not bool(ok.all()):
+        b = int((~ok).nonzero()[0])
+        raise ValueError(f"trajectory {b} (problem {records[b].problem_id}): its text steps and step ends differ")
+    return labels
+
+
+def step_label_table(task, prompts: list[str], steps: list[list[str]], answers: list, step_mask: Tensor
+                     ) -> Optional[tuple[Tensor, Tensor]]:
+    """(labels [B, S], ok [B]) from the task's `step_labels`; a row whose text steps do not match its step
+    ends (a max_steps cut) is left out (ok False, labels 0). None when the task has no step labels."""
+    fn = getattr(task, "step_labels", None)
+    if fn is None:
+        return None
+    labels = torch.zeros(step_mask.shape)
+    ok = torch.zeros(step_mask.shape[0], dtype=torch.bool)
+    for b, (prompt, row_steps, answer) in enumerate(zip(prompts, steps, answers)):
+        row = fn(prompt, row_steps, answer)
+        if row is None:
+            return None
+        T = int((step_mask[b] != 0).sum())
+        if len(row) == T:
+            labels[b, :T] = torch.tensor(row, dtype=torch.float32)
+            ok[b] = True
+    return labels, ok

@@ -79,3 +79,21 @@ def token_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
     if not with_entropy:
         return logp
     return logp, F.pad(torch.cat(entropy).reshape(B, T), (1, 0))
+
+
+def min_logprob_step_logits(token_logp: torch.Tensor, response_mask: torch.Tensor, step_ends: torch.Tensor,
+                            step_mask: torch.Tensor) -> torch.Tensor:
+    """The policy-log-prob verifier: V(s_i) = exp(lowest response-token log-prob up to step i's end).
+
+    It needs no training: a token the policy itself finds unlikely marks a likely mistake. Returned as
+    logits (log V - log(1 - V), float64 so near-certain prefixes stay distinct), so it drops into every
+    place that reads PRM step logits (Best-of-N aggregations, step metrics).
+
+    token_logp [B, L] (`token_logprobs`), response_mask [B, L], step_ends [B, S], step_mask [B, S] -> [B, S].
+    """
+    logp = torch.where(response_mask != 0, token_logp.double(), torch.zeros_like(token_logp, dtype=torch.float64))
+    running_min = torch.cummin(logp, dim=1).values  # prompt columns hold 0, so they never win the min
+    idx = torch.where(step_mask != 0, step_ends.long(), torch.zeros_like(step_ends, dtype=torch.long))
+    m = running_min.gather(1, idx).clamp(max=-1e-300)
+    logits = m - torch.log(-torch.expm1(m))
+    return torch.where(step_mask != 0, logits, torch.zeros_like(logits))

@@ -21,7 +21,7 @@ from tdrm_rl.data.batch import Batch
 from tdrm_rl.prm_tools.bon import BON_AGGREGATIONS, aggregate_steps, bon_sizes, bon_table
 from tdrm_rl.data.collate import TokenTexts
 from tdrm_rl.config import RunConfig
-from tdrm_rl.data.rollout_file import (Trajectory, mc_step_labels, read_jsonl, records_batch, step_prefix_lengths,
+from tdrm_rl.data.rollout_file import (Trajectory, exact_step_labels, mc_step_labels, read_jsonl, records_batch, step_prefix_lengths,
                                   step_success_table)
 from tdrm_rl.prm_tools.search import PRMPrefixScorer, SearchSettings, step_search
 from tdrm_rl.prm_tools.smoothness import smoothness, step_token_counts, td_error_by_step
@@ -31,7 +31,9 @@ from tdrm_rl.tasks.arith import extract_boxed
 from tdrm_rl.algos.td import terminal_mask
 from tdrm_rl.rl.tracking import MetricsLogger
 
-OBJECTIVES = ("td", "td_lambda", "scalar", "orm")
+OBJECTIVES = ("td", "td_lambda", "scalar", "orm", "exact")
+# Written into every trained PRM checkpoint: the objective and the discount its values carry.
+PRM_INFO_FILE = "tdrm_prm.json"
 
 
 # ----- in-process workers ---------------------------------------------------------------------------
@@ -124,6 +126,8 @@ def train_prm(cfg: RunConfig, init_path: str, records: list[Trajectory], objecti
                        prm.bootstrap=ema) -> TD targets -> BCE  (PRMWorker.td_update, as online RL)
         scalar:        BCE on the hard Monte-Carlo step labels     (PRMWorker.label_update)
         orm:           BCE on the outcome at the final state only  (PRMWorker.label_update)
+        exact:         BCE on the task's exact step labels         (PRMWorker.label_update); a diagnostic
+                       ceiling of what the PRM architecture can learn, never a compared method
     """
     cfg = objective_config(cfg, objective)
     if epochs < 1 or batch_size < 1:
@@ -138,6 +142,10 @@ def train_prm(cfg: RunConfig, init_path: str, records: list[Trajectory], objecti
     elif objective == "orm":
         mask = terminal_mask(batch.step_mask).float()
         labels = batch.outcome[:, None] * mask
+    elif objective == "exact":
+        labels, mask = exact_step_labels(records, get_task(cfg.data), batch.step_mask), batch.step_mask
+        if labels is None:
+            raise ValueError(f"prm-train --objective exact: task {cfg.data.task!r} has no exact step labels")
     logger = MetricsLogger(out_dir, tensorboard=False)
     rng = torch.Generator().manual_seed(cfg.trainer.seed)
     step = 0
@@ -158,6 +166,7 @@ def train_prm(cfg: RunConfig, init_path: str, records: list[Trajectory], objecti
                 print(f"prm-train[{objective}] epoch {epoch} step {step}: loss {loss:.4f}")
     logger.close()
     ckpt = worker.save(os.path.join(out_dir, "prm"))
+    write_prm_info(ckpt, objective, cfg)
     summary = {"objective": objective, "checkpoint": ckpt, "optimizer_steps": step, "trajectories": len(batch),
                "epochs": epochs, "batch_size": batch_size, "seconds": time.perf_counter() - t0,
                "n_step": cfg.prm.n_step, "gamma": cfg.prm.gamma, "lam": cfg.prm.lam, "bootstrap": cfg.prm.bootstrap}
@@ -168,6 +177,27 @@ def train_prm(cfg: RunConfig, init_path: str, records: list[Trajectory], objecti
     return summary
 
 
+def value_discount(objective: str, cfg: RunConfig) -> float:
+    """The discount a PRM's values carry: prm.gamma for the TD objectives, 1 for label-trained PRMs."""
+    return float(cfg.prm.gamma) if objective in ("td", "td_lambda") else 1.0
+
+
+def write_prm_info(ckpt: str, objective: str, cfg: RunConfig) -> None:
+    info = {"objective": objective, "discount": value_discount(objective, cfg), "n_step": cfg.prm.n_step,
+            "gamma": cfg.prm.gamma, "lam": cfg.prm.lam, "td_mode": cfg.prm.td_mode}
+    with open(os.path.join(ckpt, PRM_INFO_FILE), "w") as f:
+        json.dump(info, f, indent=2)
+
+
+def read_prm_info(ckpt: str) -> dict[str, Any]:
+    """What `write_prm_info` wrote ({} for a checkpoint from elsewhere: discount 1 is assumed)."""
+    try:
+        with open(os.path.join(ckpt, PRM_INFO_FILE)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
 # ----- scoring, Best-of-N, smoothness -------------------------------------------------------------------
 
 def score_records(worker, records: list[Trajectory], delimiter: str) -> Batch:
@@ -175,6 +205,65 @@ def score_records(worker, records: list[Trajectory], delimiter: str) -> Batch:
     batch = records_batch(records, worker.tokenizer, delimiter)
     batch.step_logits = worker.values(batch)
     return batch
+
+
+@torch.no_grad()
+def logprob_verifier_records(policy_path: str, records: list[Trajectory], delimiter: str,
+                             micro_batch_size: int = 64) -> Batch:
+    """The records as one Batch scored by the policy-log-prob verifier (no training; see
+    `tdrm_rl.models.logprobs.min_logprob_step_logits`): the baseline every trained PRM is compared with."""
+    from tdrm_rl.models.logprobs import min_logprob_step_logits, token_logprobs
+    from tdrm_rl.models.load import load_policy
+
+    model, tokenizer = load_policy(policy_path)
+    model.eval()
+    batch = records_batch(records, tokenizer, delimiter)
+    parts = []
+    for mb in batch.chunk(micro_batch_size):
+        mb = mb.trim()
+        logp = token_logprobs(model, mb.input_ids, mb.attention_mask)
+        parts.append(min_logprob_step_logits(logp, mb.response_mask, mb.step_ends, mb.step_mask))
+    width = batch.step_mask.shape[1]
+    batch.step_logits = torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts])
+    return batch
+
+
+def step_metrics_eval(scored: dict[str, Batch], records: list[Trajectory], labels: Optional[torch.Tensor],
+                      discounts: dict[str, float], aggregations: Sequence[str] = BON_AGGREGATIONS) -> dict[str, Any]:
+    """Per PRM: within-problem pairwise accuracy of each aggregation against the outcome, and with exact step
+    labels (arith) step AUC overall and per step index and the first-error scores."""
+    from tdrm_rl.algos.prm_metrics import FIRST_ERROR_THRESHOLD, ranking_accuracy, step_quality
+
+    out: dict[str, Any] = {}
+    for name, batch in scored.items():
+        scores = {agg: aggregate_steps(batch.step_logits, batch.step_mask, agg) for agg in aggregations}
+        if labels is None:
+            out[name] = {f"pairwise/{a}": ranking_accuracy(s, batch.outcome, batch.group_ids) for a, s in scores.items()}
+            continue
+        values = torch.sigmoid(batch.step_logits.double())
+        out[name] = step_quality(values, labels, batch.step_mask, scores, batch.outcome, batch.group_ids,
+                                 discount=discounts.get(name, 1.0))
+    return {"prms": out, "first_error_rule": f"first step i with V_i / discount^(T-1-i) < {FIRST_ERROR_THRESHOLD}",
+            "has_step_labels": labels is not None}
+
+
+def write_scores_jsonl(path: str, scored: dict[str, Batch], records: list[Trajectory],
+                       labels: Optional[torch.Tensor] = None) -> str:
+    """One line per trajectory and PRM: trajectories in the rollouts file's order, and for each of them one
+    line per PRM (in `scored` order): {"prm", "index" (line in the rollouts file, from 0), "problem_id",
+    "outcome", "values": [V(s_i) in [0, 1] per step], "labels": [exact step labels] (tasks that have them)}."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        for i, r in enumerate(records):
+            for name, batch in scored.items():
+                T = int((batch.step_mask[i] != 0).sum())
+                row = {"prm": name, "index": i, "problem_id": r.problem_id, "outcome": float(r.outcome),
+                       "values": [float(v) for v in torch.sigmoid(batch.step_logits[i, :T].double())]}
+                if labels is not None:
+                    row["labels"] = [int(v) for v in labels[i, :T]]
+                f.write(json.dumps(row) + "\n")
+    os.replace(tmp, path)
+    return path
 
 
 def problem_grid(records: list[Trajectory]) -> tuple[list[int], int]:

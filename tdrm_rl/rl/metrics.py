@@ -12,9 +12,12 @@ from typing import Any, Iterator
 import torch
 
 from tdrm_rl.algos import advantage_metrics
-from tdrm_rl.algos.prm_metrics import calibration, ranking_accuracy
+from tdrm_rl.algos.prm_metrics import calibration, first_error_metrics, ranking_accuracy, step_auc
 from tdrm_rl.algos.td import terminal_mask
+from tdrm_rl.config import RunConfig
 from tdrm_rl.data.batch import Batch
+from tdrm_rl.data.rollout_file import step_label_table
+from tdrm_rl.data.segment import split_steps
 from tdrm_rl.tasks.answers import extract_boxed
 
 # One RL step, in order (StepStages.step; README "One RL step"). prm_update_before runs only with
@@ -75,16 +78,32 @@ def batch_metrics(batch: Batch, prm_score: torch.Tensor, busy_s: float, delimite
     }
 
 
+def step_label_metrics(task: Any, batch: Batch, delimiter: str, gamma: float) -> dict[str, float]:
+    """With exact step labels (arith): the PRM's step AUC and first-error F1 on this step's rollouts."""
+    if "prompt" not in batch.meta:
+        return {}
+    steps = [split_steps(t, delimiter) for t in batch.meta["response_text"]]
+    table = step_label_table(task, batch.meta["prompt"], steps, batch.meta["answer"], batch.step_mask)
+    if table is None:
+        return {}
+    labels, ok = table
+    values = torch.sigmoid(batch.step_logits.float())
+    mask = batch.step_mask * ok[:, None].to(batch.step_mask.dtype)
+    first_error = first_error_metrics(values.double(), labels, mask, discount=gamma)
+    return {"prm/step_auc": step_auc(values, labels, mask), "prm/first_error_f1": first_error["first_error_f1"]}
+
+
 def step_metrics(update: dict[str, Any], seconds: dict[str, float], batch: Batch, prm_score: torch.Tensor,
                  estimate: Any, token_rewards: torch.Tensor, staleness: int, sampling: dict[str, float],
-                 delimiter: str, async_rollout: bool) -> dict[str, Any]:
+                 cfg: RunConfig, task: Any) -> dict[str, Any]:
     """Everything one step logs: the workers' update metrics, stage timings and the batch's metrics."""
     metrics = dict(update)
     metrics.update(seconds)
     metrics["rollout/staleness"] = staleness
     # Async hides the rollout inside the step: throughput is then per step, not per rollout second.
-    busy = seconds["timing_s/step" if async_rollout else "timing_s/rollout"]
-    metrics.update(batch_metrics(batch, prm_score, busy, delimiter))
+    busy = seconds["timing_s/step" if cfg.trainer.async_rollout else "timing_s/rollout"]
+    metrics.update(batch_metrics(batch, prm_score, busy, cfg.data.step_delimiter))
+    metrics.update(step_label_metrics(task, batch, cfg.data.step_delimiter, cfg.prm.gamma))
     metrics.update(advantage_metrics(estimate, token_rewards, batch.response_mask))
     metrics.update(sampling)
     return metrics

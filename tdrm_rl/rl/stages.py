@@ -83,7 +83,8 @@ class StepStages:
 
     def make_batch(self, gen: Generated, problems: list, n: int) -> Batch:
         group_ids = [i for i in range(len(problems)) for _ in range(n)]
-        meta = {"answer": [problems[g].answer for g in group_ids], "response_text": gen.response_text}
+        meta = {"answer": [problems[g].answer for g in group_ids], "response_text": gen.response_text,
+                "prompt": [problems[g].prompt for g in group_ids]}
         return collate(gen.prompt_ids, gen.response_ids, group_ids, self.token_texts,
                        pad_id=self.tokenizer.pad_token_id, delimiter=self.cfg.data.step_delimiter,
                        rollout_logprobs=gen.response_logprobs, meta=meta)
@@ -140,7 +141,7 @@ class StepStages:
             with timer("weight_sync"):
                 self.sync_weights()
         return step_metrics(update, timer.seconds, batch, prm_score, estimate, token_rewards, staleness, sampling,
-                            self.cfg.data.step_delimiter, self.cfg.trainer.async_rollout)
+                            self.cfg, self.task)
 
     def rollout_stage(self, step: int) -> tuple[list, Generated, torch.Tensor | None, int, dict[str, float]]:
         """This step's responses: (problems, generated, outcome if already verified, staleness, sampling stats).

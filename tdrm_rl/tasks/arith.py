@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from typing import Any, Optional
 
 from .answers import extract_boxed
@@ -161,6 +162,10 @@ class ArithTask:
         """1.0 if the last \\boxed{...} in `response` equals the integer `answer`, else 0.0."""
         return verify(response, answer)
 
+    def step_labels(self, prompt: str, steps: list[str], answer: Any) -> Optional[list[int]]:
+        """Exact step labels (measurement only, never a training signal of a compared method)."""
+        return step_labels(prompt, steps, answer)
+
 
 def _canonical_int(text: str) -> Optional[str]:
     """Canonical form of an integer literal ("+007" -> "7", "-0" -> "0"), else None.
@@ -203,3 +208,43 @@ def verify(response: Any, answer: Any) -> float:
         return 1.0 if _canonical_int(boxed) == ref else 0.0
     except Exception:  # a verifier must score garbage as wrong, never crash a rollout
         return 0.0
+
+
+_PROMPT_RE = re.compile(r"Start with (\d+): ((?:[-+*]\d+ ?)+)\n?")
+_STEP_RE = re.compile(r"(\d+)\s*([-+*])\s*(\d+)\s*=\s*(-?\d+)")
+
+
+def parse_prompt(prompt: str) -> Optional[tuple[int, list[tuple[str, int]]]]:
+    """(start, [(op, operand), ...]) of an arith prompt, or None if `prompt` is not one."""
+    m = _PROMPT_RE.search(prompt)
+    if m is None:
+        return None
+    return int(m.group(1)), [(t[0], int(t[1:])) for t in m.group(2).split()]
+
+
+def step_labels(prompt: str, steps: list[str], answer: Any) -> Optional[list[int]]:
+    """Exact soundness of every step prefix of a solution: label_t = 1 iff steps 0..t are all right.
+
+    Step i < num_ops is right iff it reads "a<op>x=b" with a the true value before operation i, <op>x
+    operation i of the prompt and b = a <op> x (spaces allowed). Step num_ops is right iff it is the
+    boxed final answer (`verify` against `answer`). Any further step is wrong, and so is an early
+    answer. Once a step is wrong every later prefix is unsound. None when `prompt` is not an arith prompt.
+    """
+    parsed = parse_prompt(prompt)
+    if parsed is None:
+        return None
+    value, ops = parsed
+    labels, sound = [], True
+    for i, step in enumerate(steps):
+        if sound:
+            if i < len(ops):
+                op, x = ops[i]
+                m = _STEP_RE.fullmatch(step.strip())
+                new = _apply(value, op, x)
+                sound = (m is not None and int(m.group(1)) == value and m.group(2) == op
+                         and int(m.group(3)) == x and int(m.group(4)) == new)
+                value = new
+            else:
+                sound = i == len(ops) and verify(step, answer) == 1.0
+        labels.append(int(sound))
+    return labels

@@ -11,12 +11,12 @@ from tdrm_rl.models.load import build_tiny_policy, load_prm, prm_prefix_step_log
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def prm(tok, tmp_path_factory):
+@pytest.fixture(scope="module", params=["hidden", "logprob"])
+def prm(tok, tmp_path_factory, request):
     path = str(tmp_path_factory.mktemp("policy"))
     build_tiny_policy(tok, ModelConfig(), seed=0).save_pretrained(path)
     tok.save_pretrained(path)
-    model, _ = load_prm(path, init_from_policy=True)
+    model, _ = load_prm(path, init_from_policy=True, readout=request.param)
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
         model.score.weight.normal_(0, 0.5)  # a non-trivial head: values differ across positions
@@ -47,6 +47,7 @@ def ragged_batch(tok, layout: str, steps: list[int], seed: int = 0):
     mask = torch.zeros_like(ids)
     step_ends = torch.zeros((len(rows), max(steps)), dtype=torch.long)
     step_mask = torch.zeros((len(rows), max(steps)), dtype=torch.bool)
+    resp_mask = torch.zeros_like(ids)
     for b, ((prompt, response), rel) in enumerate(zip(rows, ends)):
         seq = prompt + response
         if layout == "split":
@@ -58,9 +59,14 @@ def ragged_batch(tok, layout: str, steps: list[int], seed: int = 0):
         ids[b, start:start + len(seq)] = torch.tensor(seq)
         mask[b, start:start + len(seq)] = 1
         resp_start = start + len(prompt)
+        resp_mask[b, resp_start:start + len(seq)] = 1
         step_ends[b, :len(rel)] = torch.tensor(rel) + resp_start
         step_mask[b, :len(rel)] = True
+    RESPONSE_MASKS[id(ids)] = resp_mask
     return ids, mask, step_ends, step_mask
+
+
+RESPONSE_MASKS: dict = {}  # the response mask of each batch ragged_batch built (the logprob read-out needs it)
 
 
 @pytest.mark.parametrize("layout", ["split", "left", "right"])
@@ -69,8 +75,8 @@ def test_single_pass_equals_per_prefix_scoring(tok, prm, layout) -> None:
     ids, mask, step_ends, step_mask = ragged_batch(tok, layout, steps, seed=len(layout))
     assert (mask == 0).any(dim=1).sum() >= len(steps) - 1  # padding is really there
     with torch.no_grad():
-        single = prm_step_logits(prm, ids, mask, step_ends, step_mask)
-    per_prefix = prm_prefix_step_logits(prm, ids, mask, step_ends, step_mask)
+        single = prm_step_logits(prm, ids, mask, step_ends, step_mask, RESPONSE_MASKS[id(ids)])
+    per_prefix = prm_prefix_step_logits(prm, ids, mask, step_ends, step_mask, RESPONSE_MASKS[id(ids)])
     assert single.dtype == per_prefix.dtype == torch.float32
     assert single.shape == per_prefix.shape == (len(steps), max(steps))
     assert per_prefix[step_mask].std() > 0.05  # the values are not all alike
@@ -82,8 +88,10 @@ def test_single_pass_is_independent_of_batch_mates(tok, prm) -> None:
     """A row scores the same alone and padded next to a much longer row."""
     ids, mask, step_ends, step_mask = ragged_batch(tok, "split", [2, 16], seed=3)
     with torch.no_grad():
-        together = prm_step_logits(prm, ids, mask, step_ends, step_mask)[0, :2]
+        resp = RESPONSE_MASKS[id(ids)]
+        together = prm_step_logits(prm, ids, mask, step_ends, step_mask, resp)[0, :2]
         keep = mask[0].bool()
         offset = int(keep.nonzero()[0])
-        alone = prm_step_logits(prm, ids[:1, keep], mask[:1, keep], step_ends[:1, :2] - offset, step_mask[:1, :2])
+        alone = prm_step_logits(prm, ids[:1, keep], mask[:1, keep], step_ends[:1, :2] - offset, step_mask[:1, :2],
+                                resp[:1, keep])
     assert (together - alone[0]).abs().max().item() < 1e-5
