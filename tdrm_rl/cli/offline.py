@@ -12,9 +12,6 @@ import sys
 
 from tdrm_rl.config import RunConfig
 
-COMMANDS = ("rollouts", "prm-train", "bon", "search", "paper")
-
-
 class UsageError(ValueError):
     """A user mistake in the arguments of an offline subcommand; main prints it on one line."""
 
@@ -39,31 +36,37 @@ def _positive(text: str) -> int:
     return v
 
 
-def add_parsers(sub, overrides_help: str) -> None:
-    def common(p):
-        p.add_argument("recipe", help="recipe YAML (model, data, rollout and prm sections are used)")
-        p.add_argument("overrides", nargs="*", help=overrides_help)
+def add_parsers(sub, recipe_command, prepare) -> None:
+    """The offline subcommands on `sub` (recipe_command: tdrm_rl.cli.main's; `prepare(cfg)` resolves and checks
+    the recipe's models before a handler runs)."""
+    def command(name: str, handler, help: str, description: str):
+        def prepared(args: argparse.Namespace, cfg: RunConfig) -> int:
+            prepare(cfg)
+            set_threads(cfg)
+            return handler(args, cfg)
 
-    p = sub.add_parser("rollouts", help="sample N solutions per problem, split into steps, verified (jsonl)",
-                       description="Sample N solutions per problem from the policy (model.policy_path, or the "
-                       "embedded warm start), split each into steps, verify the answer, and write one JSON line "
-                       "per trajectory. With --mc-samples K each non-final step prefix is completed K times: "
-                       "the Monte-Carlo step labels a ScalarPRM trains on.")
-    common(p)
+        return recipe_command(sub, name, prepared, help=help, description=description,
+                              recipe_help="recipe YAML (model, data, rollout and prm sections are used)",
+                              one_line_errors=(UsageError, ValueError))
+
+    p = command("rollouts", cmd_rollouts, help="sample N solutions per problem, split into steps, verified (jsonl)",
+                description="Sample N solutions per problem from the policy (model.policy_path, or the "
+                            "embedded warm start), split each into steps, verify the answer, and write one JSON line "
+                            "per trajectory. With --mc-samples K each non-final step prefix is completed K times: "
+                            "the Monte-Carlo step labels a ScalarPRM trains on.")
     p.add_argument("--out", required=True, help="output .jsonl")
     p.add_argument("--problems", type=_positive, default=64, help="number of problems (default 64)")
     p.add_argument("-n", "--samples", type=_positive, default=4, help="solutions per problem (default 4)")
     p.add_argument("--split", choices=("train", "eval"), default="train", help="training or held-out problems")
     p.add_argument("--mc-samples", type=int, default=0, help="completions per step prefix for MC labels (0 = none)")
 
-    p = sub.add_parser("prm-train", help="train a PRM offline from a rollouts file (td, td_lambda, scalar, orm)",
-                       description="Train a PRM on a rollouts file with the same PRMWorker and TD code as online "
-                       "RL. td: n-step targets (prm.n_step, prm.gamma; prm.bootstrap=ema for a target network); "
-                       "td_lambda: lambda-returns (prm.gamma, prm.lam); scalar: BCE on Monte-Carlo step labels; "
-                       "orm: BCE on the outcome at the final state; exact: BCE on the task's exact step labels (arith; a "
-                       "diagnostic ceiling, not a method). Writes an HF checkpoint (OUT/prm), "
-                       "metrics.jsonl and prm_train.json.")
-    common(p)
+    p = command("prm-train", cmd_prm_train, help="train a PRM offline from a rollouts file (td, td_lambda, scalar, orm)",
+                description="Train a PRM on a rollouts file with the same PRMWorker and TD code as online "
+                            "RL. td: n-step targets (prm.n_step, prm.gamma; prm.bootstrap=ema for a target network); "
+                            "td_lambda: lambda-returns (prm.gamma, prm.lam); scalar: BCE on Monte-Carlo step labels; "
+                            "orm: BCE on the outcome at the final state; exact: BCE on the task's exact step labels (arith; a "
+                            "diagnostic ceiling, not a method). Writes an HF checkpoint (OUT/prm), "
+                            "metrics.jsonl and prm_train.json.")
     p.add_argument("--data", required=True, help="rollouts .jsonl from `tdrm-rl rollouts`")
     p.add_argument("--objective", required=True, choices=("td", "td_lambda", "scalar", "orm", "exact"),
                    help="exact: BCE on the task's exact step labels (arith only), the diagnostic ceiling")
@@ -71,14 +74,13 @@ def add_parsers(sub, overrides_help: str) -> None:
     p.add_argument("--epochs", type=_positive, default=3)
     p.add_argument("--batch-size", type=_positive, default=64, help="trajectories per optimizer step")
 
-    p = sub.add_parser("bon", help="Best-of-N over a rollouts file with one or more PRMs",
-                       description="Score every solution with each PRM, aggregate its step values (last, min, "
-                       "mean, product, final) and report Best-of-N accuracy for N = 1, 2, 4 ... N_max next to "
-                       "majority vote and pass@N. Also the smoothness of each PRM and its mean |TD error| per "
-                       "step; with exact step labels (arith) step AUC, within-problem pairwise accuracy and first-error "
-                       "accuracy/F1 per PRM. The policy-log-prob verifier is a baseline row. Writes bon.json, bon.md, "
-                       "bon.png and scores.jsonl (per trajectory and PRM: problem_id, outcome, values).")
-    common(p)
+    p = command("bon", cmd_bon, help="Best-of-N over a rollouts file with one or more PRMs",
+                description="Score every solution with each PRM, aggregate its step values (last, min, "
+                            "mean, product, final) and report Best-of-N accuracy for N = 1, 2, 4 ... N_max next to "
+                            "majority vote and pass@N. Also the smoothness of each PRM and its mean |TD error| per "
+                            "step; with exact step labels (arith) step AUC, within-problem pairwise accuracy and first-error "
+                            "accuracy/F1 per PRM. The policy-log-prob verifier is a baseline row. Writes bon.json, bon.md, "
+                            "bon.png and scores.jsonl (per trajectory and PRM: problem_id, outcome, values).")
     p.add_argument("--data", required=True, help="rollouts .jsonl (the same number of solutions per problem)")
     p.add_argument("--prm", action="append", default=[], metavar="NAME=PATH",
                    help="a PRM checkpoint (repeatable), e.g. --prm td=runs/td/prm")
@@ -88,11 +90,10 @@ def add_parsers(sub, overrides_help: str) -> None:
     p.add_argument("--agg", default="last,min,mean,product,final", help="aggregations, comma-separated")
     p.add_argument("--out", required=True, help="output directory")
 
-    p = sub.add_parser("search", help="PRM-guided step-level search (beam width x num_branch)",
-                       description="Beam search over reasoning steps: every live beam gets num_branch sampled next "
-                       "steps (stop string = the step delimiter), the PRM scores each prefix (cached), the best "
-                       "beam-width prefixes go on. Reports accuracy and generated tokens per num_branch.")
-    common(p)
+    p = command("search", cmd_search, help="PRM-guided step-level search (beam width x num_branch)",
+                description="Beam search over reasoning steps: every live beam gets num_branch sampled next "
+                            "steps (stop string = the step delimiter), the PRM scores each prefix (cached), the best "
+                            "beam-width prefixes go on. Reports accuracy and generated tokens per num_branch.")
     p.add_argument("--prm", required=True, help="PRM checkpoint directory")
     p.add_argument("--problems", type=_positive, default=50, help="held-out problems (default 50)")
     p.add_argument("--beam-width", type=_positive, default=2, help="beams kept per step (1 = greedy)")
@@ -102,29 +103,15 @@ def add_parsers(sub, overrides_help: str) -> None:
     p.add_argument("--step-max-tokens", type=_positive, default=32, help="max tokens per step")
     p.add_argument("--out", required=True, help="output directory")
 
-    p = sub.add_parser("paper", help="reproduce the TDRM paper's comparison on the embedded testbed",
-                       description="ScalarPRM vs TD-PRM vs TD(lambda) vs ORM on the same trajectories (Best-of-N, "
-                       "step search, smoothness) and RL data efficiency (rule-only GRPO vs GRPO+TDRM), 3 seeds. "
-                       "Writes REPORT_DIR/paper.md, paper.json and PNG figures. --quick: tiny sizes (tests).")
-    common(p)
+    p = command("paper", cmd_paper, help="reproduce the TDRM paper's comparison on the embedded testbed",
+                description="ScalarPRM vs TD-PRM vs TD(lambda) vs ORM on the same trajectories (Best-of-N, "
+                            "step search, smoothness) and RL data efficiency (rule-only GRPO vs GRPO+TDRM), 3 seeds. "
+                            "Writes REPORT_DIR/paper.md, paper.json and PNG figures. --quick: tiny sizes (tests).")
     p.add_argument("--quick", action="store_true", help="tiny sizes, 2 seeds: a few minutes (tests)")
     p.add_argument("--report-dir", default=None,
                    help="where paper.md and the PNGs go (default reports; runs/paper-quick/report with --quick)")
     p.add_argument("--work-dir", default=None,
                    help="rollouts, checkpoints and RL runs (default runs/paper; runs/paper-quick with --quick)")
-
-
-def run(args: argparse.Namespace, cfg: RunConfig) -> int:
-    set_threads(cfg)
-    if args.command == "rollouts":
-        return cmd_rollouts(args, cfg)
-    if args.command == "prm-train":
-        return cmd_prm_train(args, cfg)
-    if args.command == "bon":
-        return cmd_bon(args, cfg)
-    if args.command == "search":
-        return cmd_search(args, cfg)
-    return cmd_paper(args, cfg)
 
 
 def set_threads(cfg: RunConfig) -> None:
