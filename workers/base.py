@@ -83,11 +83,16 @@ class BaseWorker:
 
     @contextmanager
     def timed(self, name: str):
+        """Seconds spent in the block, added to `timings[name]` until the next `pop_timings`."""
         start = time.perf_counter()
-        yield
-        self.timings[name] = time.perf_counter() - start
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
 
     def pop_timings(self) -> dict[str, float]:
+        """The timings since the last pop (update calls return theirs with their metrics; the driver pops the
+        rest at the end of every step)."""
         out, self.timings = self.timings, {}
         return out
 

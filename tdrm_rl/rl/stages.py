@@ -140,6 +140,7 @@ class StepStages:
                     self.rollout_wait_stage()
             with timer("weight_sync"):
                 self.sync_weights()
+        update.update(self.worker_timings())
         return step_metrics(update, timer.seconds, batch, prm_score, estimate, token_rewards, staleness, sampling,
                             self.cfg, self.task)
 
@@ -220,6 +221,15 @@ class StepStages:
                                                        self.cfg.prm.terminal_weight))
         metrics["prm/updated"] = float(prm is not None or prm_metrics is not None)
         return metrics
+
+    def worker_timings(self) -> dict[str, float]:
+        """What the workers timed this step and have not reported with a result (rollout generate and weight
+        loads; a frozen PRM's values pass), rank 0's: timing_s/<name>, timing_s/rollout_<name> for rollout."""
+        out = {}
+        for group in (self.rollout, self.policy, self.prm):
+            prefix = "rollout_" if group is self.rollout else ""
+            out.update({f"timing_s/{prefix}{k}": v for k, v in group.call("pop_timings").items()})
+        return out
 
     def rollout_wait_stage(self) -> None:
         """Async: the next rollout holds the rollout workers until it ends; wait for it before the sync."""

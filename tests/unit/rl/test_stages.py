@@ -89,3 +89,7 @@ def test_one_step_runs_every_stage_in_order_and_trains_what_the_schedule_says(ti
     rollout_state = steps.rollout.workers[0].model.state_dict()
     assert all(torch.equal(rollout_state[k], v) for k, v in state(steps.policy).items())
     assert 0.0 <= metrics["reward/rule_mean"] <= 1.0 and metrics["response/length_mean"] > 0
+    # every worker's timings reach the metrics: the rollout's too, and a frozen PRM's values pass
+    assert metrics["timing_s/rollout_generate"] > 0 and metrics["timing_s/rollout_load_weights"] > 0
+    assert metrics["timing_s/prm_values"] > 0 and metrics["timing_s/policy_update"] > 0
+    assert all(not w.timings for g in (steps.rollout, steps.policy, steps.prm) for w in g.workers)
