@@ -153,6 +153,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def user_error_label(e: Exception) -> str | None:
+    """How a user mistake is named on its one line (exit 2); None for anything else (a bug: the traceback)."""
+    from tdrm_rl.models.zoo import ModelFetchError
+    from tdrm_rl.tasks.base import DataError
+
+    load = sys.modules.get("tdrm_rl.models.load")  # imported only if it raised: `config` stays light
+    kinds = [(ConfigError, "config error"), (ClusterError, "cluster error"), (DataError, "data error"),
+             (ModelFetchError, "model error")] + ([(load.ModelFolderError, "model error")] if load else [])
+    return next((label for kind, label in kinds if isinstance(e, kind)), None)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -180,23 +191,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             print(f"tdrm-rl {args.command}: {e}", file=sys.stderr)
             return 2
-    except ConfigError as e:
-        print(f"tdrm-rl: config error: {e}", file=sys.stderr)
-        return 2
-    except ClusterError as e:
-        print(f"tdrm-rl: cluster error: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:
-        load = sys.modules.get("tdrm_rl.models.load")  # imported only if it raised: `config` stays light
-        if load is None or not isinstance(e, load.ModelFolderError):
+    except (ConfigError, ClusterError, DataError, ModelFetchError, ValueError) as e:
+        label = user_error_label(e)
+        if label is None:
             raise
-        print(f"tdrm-rl: model error: {e}", file=sys.stderr)
-        return 2
-    except DataError as e:
-        print(f"tdrm-rl: data error: {e}", file=sys.stderr)
-        return 2
-    except ModelFetchError as e:
-        print(f"tdrm-rl: model error: {e}", file=sys.stderr)
+        print(f"tdrm-rl: {label}: {e}", file=sys.stderr)
         return 2
     except RuntimeError as e:
         from tdrm_rl.rl.stop import RunStopped

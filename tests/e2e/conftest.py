@@ -1,4 +1,5 @@
 import os
+from contextlib import contextmanager
 
 import pytest
 
@@ -44,3 +45,22 @@ def require_vllm():
         import vllm  # noqa: F401
     else:
         pytest.importorskip("vllm")
+
+
+@contextmanager
+def rollout_backends(cfg, policy_path: str):
+    """Both rollout backends in this process on the same weights: {"hf": RolloutWorker, "vllm": VLLMRolloutWorker}.
+    The vLLM engine's core process is stopped on exit, not at interpreter exit."""
+    from tdrm_rl.workers.rollout import rollout_worker_class
+
+    require_vllm()
+    workers = {}
+    try:
+        for name in ("hf", "vllm"):
+            worker = rollout_worker_class(name)(cfg, policy_path, num_threads=1)
+            worker.setup()
+            workers[name] = worker
+        yield workers
+    finally:
+        if "vllm" in workers:
+            workers["vllm"].llm.llm_engine.engine_core.shutdown()

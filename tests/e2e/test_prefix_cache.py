@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from tdrm_rl.tasks import get_task
-from tdrm_rl.workers.rollout import rollout_worker_class
-from tests.e2e.conftest import require_vllm, tiny_config
+from tests.e2e.conftest import rollout_backends, tiny_config
 
 GREEDY = {"temperature": 0.0, "max_new_tokens": 8}
 ATOL = 1e-4  # float32 on CPU, as in the contract test; the stale-prefix error is orders of magnitude larger
@@ -27,17 +26,8 @@ def cfg(tmp_path_factory, tiny_cache):
 
 @pytest.fixture(scope="module")
 def backends(cfg, tiny_policy):
-    require_vllm()
-    workers = {}
-    try:
-        for name in ("hf", "vllm"):
-            worker = rollout_worker_class(name)(cfg, tiny_policy, num_threads=1)
-            worker.setup()
-            workers[name] = worker
+    with rollout_backends(cfg, tiny_policy) as workers:
         yield workers
-    finally:
-        if "vllm" in workers:  # stop the engine's core process now, not at interpreter exit
-            workers["vllm"].llm.llm_engine.engine_core.shutdown()
 
 
 @pytest.fixture(scope="module")

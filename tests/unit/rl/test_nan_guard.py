@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from tests.unit.conftest import save_tiny_policy
 from tdrm_rl.config import load_config
-from tdrm_rl.models.load import build_tiny_policy
 from tdrm_rl.workers.base import free_port
 from tdrm_rl.workers.policy import PolicyWorker
 
@@ -18,9 +18,7 @@ SMALL = ["model.hidden_size=32", "model.num_layers=1", "model.num_heads=2", "mod
 @pytest.fixture(scope="module")
 def worker(tok, tmp_path_factory):
     cfg = load_config(None, SMALL)
-    path = str(tmp_path_factory.mktemp("policy"))
-    build_tiny_policy(tok, cfg.model, seed=0).save_pretrained(path)
-    tok.save_pretrained(path)
+    path = save_tiny_policy(str(tmp_path_factory.mktemp("policy")), SMALL)
     w = PolicyWorker(cfg, path)
     w.setup_distributed("127.0.0.1", free_port())
     w.setup()

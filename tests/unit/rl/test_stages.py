@@ -9,7 +9,6 @@ import torch
 from tdrm_rl.config import load_config
 from tdrm_rl.data.collate import TokenTexts
 from tdrm_rl.data.sampler import TrainSampler
-from tdrm_rl.models.load import build_tiny_policy
 from tdrm_rl.models.tokenizer import build_char_tokenizer
 from tdrm_rl.rl.cores import CoreShare
 from tdrm_rl.rl.metrics import STAGES
@@ -50,15 +49,6 @@ class InProcessSteps(StepStages):
         self.weight_sync = WeightSync(cfg, self.policy, self.rollout)
         self.weights_version = 0
         self.pending = None
-
-
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory):
-    tok = build_char_tokenizer()
-    path = str(tmp_path_factory.mktemp("tiny"))
-    build_tiny_policy(tok, load_config(None).model, seed=0).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 def state(group):

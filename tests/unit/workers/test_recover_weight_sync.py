@@ -10,8 +10,6 @@ import pytest
 import torch
 
 from tdrm_rl.config import load_config
-from tdrm_rl.models.load import build_tiny_policy
-from tdrm_rl.models.tokenizer import build_char_tokenizer
 from tdrm_rl.rl.trainer import RLTrainer
 from tdrm_rl.workers.base import free_port
 from tdrm_rl.workers.group import LocalGroup, WorkerDied
@@ -36,15 +34,6 @@ class RestartableGroup(LocalGroup):
         self.restarts += 1
         self.workers = [self.make()]
         self.actors = LocalGroup(self.workers, self.role).actors
-
-
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory):
-    tok = build_char_tokenizer()
-    path = str(tmp_path_factory.mktemp("tiny"))
-    build_tiny_policy(tok, load_config(None).model, seed=0).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 def test_a_rollout_restart_builds_a_new_weight_sync_and_reloads_the_last_weights(tiny_path, tmp_path):
