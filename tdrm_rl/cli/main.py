@@ -63,9 +63,15 @@ def cmd_train(args: argparse.Namespace, cfg: RunConfig) -> int:
     policy_path = ensure_policy(cfg, progress=cfg.trainer.progress)
     import ray
 
+    from tdrm_rl.prm_tools.warmup import ensure_prm
     from tdrm_rl.rl.trainer import RLTrainer, check_inputs
 
-    inputs = check_inputs(cfg, policy_path)  # bad data or tokenizer: fail before a cluster starts
+    inputs = check_inputs(cfg, policy_path)  # bad data or tokenizer: fail before a warm-up or a cluster starts
+    # The PRM RL starts from: offline TD warm-up on the warm start's rollouts (cached), loaded as a saved PRM
+    # (model.prm_path); None when prm_warmup is off or model.prm_path already names the start.
+    warm_prm = ensure_prm(cfg, policy_path, progress=cfg.trainer.progress)
+    if warm_prm:
+        cfg.model.prm_path = warm_prm
     started = init_ray(cfg)
     try:
         # Leave no worker behind, whatever happened (on a shared cluster only killing them frees them).

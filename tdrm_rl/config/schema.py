@@ -208,6 +208,28 @@ class PRMConfig:
 
 
 @dataclass
+class PRMWarmupConfig:
+    """PRM warm-up before RL (as the paper; tdrm_rl/prm_tools/warmup.py): rollouts of the warm-start policy on
+    TRAINING problems -> offline TD training with the prm section's settings (the `tdrm-rl prm-train` code) -> the
+    PRM checkpoint RL starts from, cached under model.cache_dir by a hash of its inputs. A PRM with a fresh head
+    only adds noise to the reward. Skipped when model.prm_path is set (that checkpoint is the start)."""
+
+    enabled: bool = False  # off unless a recipe asks (recipes/grpo_tdrm.yaml does)
+    # TD needs no Monte-Carlo completions, so transitions are cheap (~300 trajectories/s on 2 cores):
+    # 500 x 8 is the data on which the offline TD-PRM reached held-out step AUC 0.96 (reports/prm_verify.md).
+    problems: int = knob(500, ge=1)  # training problems (never the held-out eval problems)
+    samples: int = knob(8, ge=1)  # trajectories per problem
+    # td: n-step targets (prm.n_step, prm.gamma); td_lambda: lambda-returns (prm.gamma, prm.lam). Online TD after
+    # it uses prm.td_mode: keep the two consistent.
+    objective: str = knob("td", choices=("td", "td_lambda"))
+    epochs: int = knob(1, ge=1)  # the validation split favoured 1 epoch (2 lowered TD step AUC)
+    batch_size: int = knob(64, ge=1)  # trajectories per optimizer step
+    # share of the problems held out of warm-up training to measure the warm PRM (step AUC, within-problem
+    # pairwise) in its one-line summary; 0 = no measurement. Never the eval problems.
+    val_fraction: float = knob(0.1, ge=0, lt=1)
+
+
+@dataclass
 class RewardConfig:
     w_rule: float = knob(0.8, ge=0)
     w_prm: float = knob(0.2, ge=0)
@@ -293,6 +315,7 @@ class RunConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     prm: PRMConfig = field(default_factory=PRMConfig)
+    prm_warmup: PRMWarmupConfig = field(default_factory=PRMWarmupConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

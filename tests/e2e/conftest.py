@@ -11,7 +11,9 @@ RECIPE = os.path.join(ROOT, "recipes", "grpo_tdrm.yaml")
 # Small but real: a short SFT warm start so some answers are right and GRPO groups carry signal.
 TINY = ["sft.steps=150", "data.eval_size=32", "rollout.prompts_per_step=4", "rollout.group_size=4",
         "policy.micro_batch_size=8", "prm.micro_batch_size=8", "trainer.total_steps=2", "trainer.eval_every=1",
-        "trainer.progress=false"]
+        "trainer.progress=false",
+        # The e2e runs test other things: no offline PRM warm-up (tests/unit/prm_tools/test_warmup.py covers it).
+        "prm_warmup.enabled=false"]
 
 
 @pytest.fixture(scope="session")
