@@ -175,6 +175,11 @@ def _offline_seed(recipe: str, base: list[str], plan: PaperPlan, seed: int, poli
 
 # ----- RL data efficiency -------------------------------------------------------------------------------
 
+# Both RL arms start from the recipe's warmed-up PRM (prm_warmup; cached per seed, and shared by the two arms: the
+# online-only prm knobs are not in its key). --quick shrinks the warm-up like every other size.
+QUICK_WARMUP = ("prm_warmup.problems=16", "prm_warmup.samples=4", "prm_warmup.batch_size=16")
+
+
 def budget_steps(total: int) -> list[int]:
     return [max(1, total * a // b) for a, b in BUDGET_FRACTIONS]
 
@@ -184,6 +189,7 @@ def _rl(recipe: str, base: list[str], plan: PaperPlan, policy_path: str, work: s
     import ray
 
     from tdrm_rl.cli.runtime import init_ray
+    from tdrm_rl.prm_tools.warmup import ensure_prm, warmup_cache_dir
     from tdrm_rl.rl.trainer import RLTrainer
     from tdrm_rl.rl.tracking import read_metrics
 
@@ -191,7 +197,8 @@ def _rl(recipe: str, base: list[str], plan: PaperPlan, policy_path: str, work: s
     eval_every = math.gcd(*steps)
     sizes = [f"rollout.prompts_per_step={plan.rl_prompts_per_step}", f"rollout.group_size={plan.rl_group_size}",
              f"trainer.total_steps={plan.rl_steps}", f"trainer.eval_every={eval_every}",
-             f"data.eval_size={plan.rl_eval_size}", "trainer.eval_sampled=false"]
+             f"data.eval_size={plan.rl_eval_size}", "trainer.eval_sampled=false",
+             *(QUICK_WARMUP if plan == QUICK else ())]
     started = False if ray.is_initialized() else init_ray(_cfg(recipe, base))
     out: dict[str, Any] = {"budget_steps": steps, "prompts": [s * plan.rl_prompts_per_step for s in steps],
                            "methods": {}}
@@ -201,10 +208,15 @@ def _rl(recipe: str, base: list[str], plan: PaperPlan, policy_path: str, work: s
             runs = {}
             for seed in plan.rl_seeds:
                 run_dir = os.path.join(work, _slug(label)[:40], f"seed{seed}")
+                cfg = _cfg(recipe, base, *sizes, *extra, f"trainer.seed={seed}", f"trainer.output_dir={run_dir}")
 
-                def run_once(run_dir: str, seed: int = seed, extra=extra) -> dict[str, Any]:
+                def run_once(run_dir: str, cfg: RunConfig = cfg) -> dict[str, Any]:
                     shutil.rmtree(run_dir, ignore_errors=True)
-                    cfg = _cfg(recipe, base, *sizes, *extra, f"trainer.seed={seed}", f"trainer.output_dir={run_dir}")
+                    t0 = time.perf_counter()
+                    warm = ensure_prm(cfg, policy_path, progress=progress)  # the PRM RL starts from, as `train`
+                    timer.add("PRM warm-up (cached per seed)", time.perf_counter() - t0)
+                    if warm:
+                        cfg.model.prm_path = warm
                     t0 = time.perf_counter()
                     with RLTrainer(cfg, policy_path) as trainer:
                         trainer.fit()
@@ -215,7 +227,8 @@ def _rl(recipe: str, base: list[str], plan: PaperPlan, policy_path: str, work: s
                     return {"warm_start": acc.get(0), "at_budget": [acc.get(s) for s in steps]}
 
                 key = {"plan": dataclasses.asdict(plan), "overrides": base, "policy": policy_path, "label": label,
-                       "extra": extra, "sizes": sizes, "seed": seed}
+                       "extra": extra, "sizes": sizes, "seed": seed,
+                       "prm_warmup": warmup_cache_dir(cfg, policy_path) if cfg.prm_warmup.enabled else None}
                 runs[seed] = _finished_part(run_dir, key, log, run_once, timer)
                 log(f"{label} seed {seed}: greedy held-out {runs[seed]}")
             out["methods"][label] = runs

@@ -21,12 +21,17 @@ def policy(tmp_path_factory):
     return save_tiny_policy(str(tmp_path_factory.mktemp("warm-policy")))
 
 
+def local_prm_worker_for(cfg, path):
+    from tdrm_rl.prm_tools.offline import local_prm_worker
+
+    return local_prm_worker(cfg, path, init_from_policy=False)
+
+
 def cfg_for(cache, *extra):
     return load_config(None, [*SMALL, f"model.cache_dir={cache}", *extra])
 
 
 def test_warmup_builds_a_prm_that_loads_and_scores_and_is_reused(policy, tmp_path, one_thread):
-    from tdrm_rl.data.batch import Batch  # noqa: F401  (the scorer's batch type)
     from tdrm_rl.data.rollout_file import records_batch
     from tdrm_rl.models.load import load_prm, prm_checkpoint_readout, prm_step_logits
     from tdrm_rl.prm_tools.offline import local_rollout_worker, sample_rollouts
@@ -51,6 +56,9 @@ def test_warmup_builds_a_prm_that_loads_and_scores_and_is_reused(policy, tmp_pat
         logits = prm_step_logits(model.eval(), b.input_ids, b.attention_mask, b.step_ends, b.step_mask,
                                  b.response_mask)
     assert logits.shape == b.step_mask.shape and torch.isfinite(logits[b.step_mask.bool()]).all()
+    # RL's PRMWorker loads it the way RLTrainer does with model.prm_path set (a saved PRM, no fresh head).
+    worker = local_prm_worker_for(cfg, path)
+    assert torch.allclose(worker.values(b), logits, atol=1e-5)
 
     # Second call: the same folder, not rebuilt.
     marker = os.stat(os.path.join(os.path.dirname(path), SUMMARY_FILE)).st_mtime_ns
