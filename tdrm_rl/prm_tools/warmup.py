@@ -113,7 +113,7 @@ def summary_line(s: dict[str, Any], path: str, reused: bool) -> str:
              f"{s['seconds']:.0f}s"]
     if val:
         parts.append(f"val ({val['problems']} training problems held out): step AUC {_fmt(val['step_auc'])} "
-                     f"(log-prob baseline {_fmt(val['baseline_step_auc'])}), pairwise {_fmt(val['pairwise'])} "
+                     f"(undiscounted {_fmt(val['step_auc_undiscounted'])}; log-prob baseline {_fmt(val['baseline_step_auc'])}), pairwise {_fmt(val['pairwise'])} "
                      f"(baseline {_fmt(val['baseline_pairwise'])})")
     return "; ".join(parts)
 
