@@ -2,7 +2,7 @@
 
 Layout of `output_dir/checkpoints/step_000012/`:
 
-    policy/, prm/          HF weights (safetensors) + tokenizer: load with from_pretrained
+    policy/, prm/          HF weights (safetensors) + tokenizer (policy: from_pretrained; PRM: models.load.load_prm)
     policy_engine/, prm_engine/
                            optimizer, scheduler and engine counters (DeepSpeed checkpoint), plus the PRM's
                            EMA target (ema_target.safetensors) when prm.bootstrap=ema
