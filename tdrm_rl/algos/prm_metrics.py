@@ -61,7 +61,6 @@ def calibration(values: Tensor, labels: Tensor, bins: int = 10) -> dict[str, flo
 
     bin_idx = (values * bins).floor().long().clamp(0, bins - 1)  # [N]
     zeros = torch.zeros(bins, dtype=torch.float64, device=values.device)
-    count = zeros.index_add(0, bin_idx, torch.ones_like(values))  # [bins]
     value_sum = zeros.index_add(0, bin_idx, values)
     label_sum = zeros.index_add(0, bin_idx, labels)
     # n_b/N * |mean v - mean y| = |sum v - sum y| / N; empty bins contribute 0.

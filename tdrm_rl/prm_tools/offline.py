@@ -19,10 +19,9 @@ import torch
 
 from tdrm_rl.data.batch import Batch
 from tdrm_rl.prm_tools.bon import BON_AGGREGATIONS, aggregate_steps, bon_sizes, bon_table
-from tdrm_rl.data.collate import TokenTexts
 from tdrm_rl.config import RunConfig
-from tdrm_rl.data.rollout_file import (Trajectory, exact_step_labels, mc_step_labels, read_jsonl, records_batch, step_prefix_lengths,
-                                  step_success_table)
+from tdrm_rl.data.rollout_file import (Trajectory, exact_step_labels, mc_step_labels, records_batch,
+                                       step_prefix_lengths, step_success_table)
 from tdrm_rl.prm_tools.search import PRMPrefixScorer, SearchSettings, step_search
 from tdrm_rl.prm_tools.smoothness import smoothness, step_token_counts, td_error_by_step
 from tdrm_rl.data.segment import split_steps

@@ -175,11 +175,6 @@ def _offline_seed(recipe: str, base: list[str], plan: PaperPlan, seed: int, poli
 
 # ----- RL data efficiency -------------------------------------------------------------------------------
 
-# Both RL arms start from the recipe's warmed-up PRM (prm_warmup; cached per seed, and shared by the two arms: the
-# online-only prm knobs are not in its key). --quick shrinks the warm-up like every other size.
-QUICK_WARMUP = ("prm_warmup.problems=16", "prm_warmup.samples=4", "prm_warmup.batch_size=16")
-
-
 def budget_steps(total: int) -> list[int]:
     return [max(1, total * a // b) for a, b in BUDGET_FRACTIONS]
 
@@ -198,7 +193,7 @@ def _rl(recipe: str, base: list[str], plan: PaperPlan, policy_path: str, work: s
     sizes = [f"rollout.prompts_per_step={plan.rl_prompts_per_step}", f"rollout.group_size={plan.rl_group_size}",
              f"trainer.total_steps={plan.rl_steps}", f"trainer.eval_every={eval_every}",
              f"data.eval_size={plan.rl_eval_size}", "trainer.eval_sampled=false",
-             *(QUICK_WARMUP if plan == QUICK else ())]
+             *plan.warmup_overrides]
     started = False if ray.is_initialized() else init_ray(_cfg(recipe, base))
     out: dict[str, Any] = {"budget_steps": steps, "prompts": [s * plan.rl_prompts_per_step for s in steps],
                            "methods": {}}

@@ -24,6 +24,8 @@ class PaperPlan:
     ablations: bool = True
     rl_seeds: tuple[int, ...] = (0, 1, 2)
     sft_overrides: tuple[str, ...] = ()  # the warm start (cached; the same for every seed)
+    # The PRM warm-up both RL arms start from (prm_warmup; cached per seed and shared by the two arms).
+    warmup_overrides: tuple[str, ...] = ()
 
 
 FULL = PaperPlan()
@@ -31,7 +33,8 @@ FULL = PaperPlan()
 QUICK = PaperPlan(seeds=(0, 1), train_problems=8, samples_per_problem=4, mc_samples=2, prm_epochs=1,
                   prm_batch_size=16, bon_problems=8, bon_n=4, search_problems=4, beam_width=1, rl_steps=4,
                   rl_prompts_per_step=4, rl_group_size=4, rl_eval_size=16, ablations=False, rl_seeds=(0,),
-                  sft_overrides=("sft.steps=150",))
+                  sft_overrides=("sft.steps=150",),
+                  warmup_overrides=("prm_warmup.problems=16", "prm_warmup.samples=4", "prm_warmup.batch_size=16"))
 
 # (label, objective, config overrides). TD(lambda) uses the paper's gamma=1, lambda=0.7.
 METHODS = (
