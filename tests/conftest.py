@@ -24,3 +24,21 @@ def ray_local():
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray
     ray.shutdown()
+
+
+def bos_char_tokenizer(prefix: tuple[str, ...] = ("<bos>",)):
+    """The char tokenizer with a pipeline that puts `prefix` in front of every text (as R1-Distill's puts its BOS)
+    and a chat template that writes the same tokens into the text: the case of a double BOS (review F11).
+    The char ids are unchanged, so the tiny models run with it; new prefix tokens get ids after them."""
+    from tokenizers import processors
+
+    from tdrm_rl.models.tokenizer import build_char_tokenizer
+
+    tok = build_char_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": [t for t in prefix if t not in tok.get_vocab()]})
+    ids = [(t, tok.convert_tokens_to_ids(t)) for t in prefix]
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=" ".join(prefix) + " $A", special_tokens=ids)
+    tok.chat_template = ("".join(prefix) + "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}assistant:{% endif %}")
+    return tok

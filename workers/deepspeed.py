@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from contextlib import nullcontext
+from typing import Callable, Iterator, NamedTuple
 
 import torch
 
@@ -100,15 +101,43 @@ class DeepSpeedWorker(BaseWorker):
         out, self.chunk_rows = getattr(self, "chunk_rows", []), []
         return out
 
-    def export_state_dict(self) -> dict[str, torch.Tensor]:
-        """Full weights on CPU (gathered under ZeRO-3); every rank must call it, rank 0's copy is used."""
-        module = self.engine.module
-        if getattr(self.engine, "zero_optimization_partition_weights", lambda: False)():
-            import deepspeed
+    def zero3(self) -> bool:
+        """ZeRO-3: every rank holds only a partition of each parameter; a full tensor must be gathered first."""
+        return bool(getattr(self.engine, "zero_optimization_partition_weights", lambda: False)())
 
-            with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
-                return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-        return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    def iter_full_weights(self, every_rank: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
+        """(state_dict key, full CPU tensor), one module at a time, on rank 0 (on every rank with `every_rank`).
+
+        Under ZeRO-3 each module's own parameters are gathered only while they are copied, so a rank's extra
+        memory is the largest module's weights (the embedding), never the whole model at once as one big
+        GatheredParameters did (review F6: 19 GB more on every GPU at 9B, beside the optimizer states).
+        Every rank must run the whole loop (each gather is a collective); ranks that keep nothing copy nothing.
+        Tied weights (one Parameter under two names) come out as one tensor under both names."""
+        import deepspeed
+
+        keep = every_rank or self.rank == 0
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the activations' cached blocks make room for the gathers
+        copies: dict[int, torch.Tensor] = {}
+        for prefix, module in self.engine.module.named_modules():
+            params = [(n, p) for n, p in module.named_parameters(recurse=False)]
+            buffers = [(n, b) for n, b in module.named_buffers(recurse=False)
+                       if n not in module._non_persistent_buffers_set]
+            gather = (deepspeed.zero.GatheredParameters([p for _, p in params], modifier_rank=None)
+                      if self.zero3() and params else nullcontext())
+            with gather:
+                if not keep:
+                    continue
+                for name, tensor in params + buffers:
+                    if id(tensor) not in copies:
+                        copies[id(tensor)] = tensor.detach().to("cpu", copy=True)
+                    yield (f"{prefix}.{name}" if prefix else name), copies[id(tensor)]
+
+    def export_state_dict(self, every_rank: bool = False) -> dict[str, torch.Tensor]:
+        """Full weights on CPU, keyed as the module's state_dict: on rank 0, {} on the other ranks (they hold the
+        same weights and nobody reads their copy), unless `every_rank` (the multi-rank tests compare ranks).
+        Every rank must call it (see `iter_full_weights`)."""
+        return dict(self.iter_full_weights(every_rank))
 
     def save(self, path: str) -> str:
         """HF-format checkpoint (safetensors + tokenizer), written to a temp folder then renamed."""

@@ -120,10 +120,12 @@ class WeightSender:
         else:
             yield {n: p.data for n, p in params.items()}
 
-    def _flat_buckets(self, plan: Plan) -> Iterator[torch.Tensor]:
+    def _flat_buckets(self, plan: Plan, build: bool = True) -> Iterator[torch.Tensor | None]:
+        """Each bucket as one flat tensor, gathered bucket by bucket under ZeRO-3 (every rank must iterate). A rank
+        that sends nothing (`build=False`) joins the gathers but copies nothing and gets None."""
         for bucket in plan:
             with self._gathered({name for name, _, _ in bucket}) as full:
-                yield torch.cat([full[name].reshape(-1) for name, _, _ in bucket])
+                yield torch.cat([full[name].reshape(-1) for name, _, _ in bucket]) if build else None
 
     def weight_group_address(self) -> tuple[str, int]:
         """A routable address for the weight group's store (engines may sit on other nodes)."""
@@ -151,8 +153,8 @@ class WeightSender:
         sent = 0
         if self.rank == 0:
             require_pynccl(getattr(self, "_weight_comm", None), f"{self.role}: broadcast_weights")
-        for flat in self._flat_buckets(plan):
-            if self.rank == 0:
+        for flat in self._flat_buckets(plan, build=self.rank == 0):
+            if flat is not None:
                 self._weight_comm.broadcast(flat, src=0, stream=torch.cuda.current_stream())
                 torch.cuda.current_stream().synchronize()
                 sent += 1

@@ -13,6 +13,8 @@ from typing import Any, Sequence
 import torch
 from transformers import GenerationConfig, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 
+from tdrm_rl.models.tokenizer import encode_prompts
+
 # No EOS ids at all (None would be refilled from the model's generation config): generation
 # then runs to max_new_tokens.
 _NO_EOS: list[int] = []
@@ -114,10 +116,12 @@ def _truncate_at_stop(ids: list[int], tokenizer: PreTrainedTokenizerBase, stop: 
 @torch.no_grad()
 def _generate_batch(model: Any, tokenizer: PreTrainedTokenizerBase, texts: list[str],
                     gen_cfg: GenerationConfig, stop_at_eos: bool, stop: Sequence[str] = ()) -> Generated:
-    enc = tokenizer(texts, padding=True, return_tensors="pt")
+    rows = encode_prompts(tokenizer, texts)
+    width = max(len(r) for r in rows)
     device = next(model.parameters()).device
-    input_ids = enc["input_ids"].to(device)
-    attention_mask = enc["attention_mask"].to(device)
+    # Left padding: decoder-only generation needs every prompt flush right.
+    input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(r)) + r for r in rows], device=device)
+    attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
     prompt_len = input_ids.shape[1]
     criteria = StoppingCriteriaList([_StopOnStrings(tokenizer, stop, prompt_len)]) if stop else None
     out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=gen_cfg,
@@ -158,9 +162,7 @@ def generate(model: Any, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[s
         raise ValueError(f"generate: n and micro_batch_size must be >= 1 (got {n}, {micro_batch_size})")
     texts = [p for p in prompts for _ in range(n)]
     gen_cfg = _generation_config(tokenizer, temperature, top_p, max_new_tokens, stop_at_eos)
-    old_side = tokenizer.padding_side
     was_training = model.training
-    tokenizer.padding_side = "left"  # decoder-only generation needs the prompt flush right
     model.eval()
     result = Generated()
     try:
@@ -168,7 +170,6 @@ def generate(model: Any, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[s
             result.extend(_generate_batch(model, tokenizer, texts[start:start + micro_batch_size], gen_cfg,
                                           stop_at_eos, stop))
     finally:
-        tokenizer.padding_side = old_side
         model.train(was_training)
     return result
 

@@ -78,3 +78,26 @@ def step_delimiter_problem(tokenizer, delimiter: str) -> str | None:
     if back != delimiter:
         return f"it decodes back as {back!r}"
     return None
+
+
+def special_prefix(tokenizer) -> list[int]:
+    """The ids `tokenizer` puts in front of any text by itself (add_special_tokens=True): the BOS of a
+    Llama-style tokenizer (R1-Distill's), GLM's [gMASK]<sop> if its pipeline adds it, nothing for Qwen's."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start:start + len(plain)] == plain:
+            return list(full[:start])
+    return []
+
+
+def encode_prompts(tokenizer, prompts: list[str]) -> list[list[int]]:
+    """Token ids of prompts that are the model's whole input text: the tokenizer's own prefix (its BOS) goes in
+    front only where the text does not already begin with it; suffix specials (an EOS) never (the model continues).
+
+    One place for both rollout backends and HF generation: a chat template writes the BOS into the text itself
+    (R1-Distill's begins with `{{bos_token}}`), and tokenising that with add_special_tokens=True, the default,
+    put a second BOS in front of every prompt. A plain prompt still gets the BOS its model was trained with."""
+    prefix = special_prefix(tokenizer)
+    ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    return [list(row) if row[:len(prefix)] == prefix else prefix + list(row) for row in ids]

@@ -49,9 +49,9 @@ def test_two_rank_zero_policy_group_ranks_agree_after_a_step(ray_local, tmp_path
     try:
         # Two actors in one process group, on the bundles of the policy's placement group.
         assert len(set(group.run("pid"))) == 2
-        before = group.run("export_state_dict")
+        before = group.run("export_state_dict", True)  # every rank's copy, to compare ranks
         metrics = group.run("update", make_batch())
-        after = group.run("export_state_dict")
+        after = group.run("export_state_dict", True)
         # Each rank trained on its own shard of the batch ...
         assert all(m["policy/loss"] == m["policy/loss"] for m in metrics)
         assert metrics[0]["policy/loss"] != metrics[1]["policy/loss"]
@@ -60,6 +60,10 @@ def test_two_rank_zero_policy_group_ranks_agree_after_a_step(ray_local, tmp_path
             assert torch.equal(after[0][name], after[1][name]), name
         assert max((after[0][k] - before[0][k]).abs().max().item() for k in after[0]) > 0
         assert torch.equal(before[0]["lm_head.weight"], before[1]["lm_head.weight"])
+        # Without asking for every rank's copy, only rank 0 copies the weights out (review F6).
+        default = group.run("export_state_dict")
+        assert default[1] == {} and default[0].keys() == after[0].keys()
+        assert all(torch.equal(default[0][k], after[0][k]) for k in after[0])
     finally:
         group.kill()
         placement.remove()

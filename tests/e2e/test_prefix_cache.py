@@ -12,6 +12,7 @@ import random
 import pytest
 import torch
 
+from tdrm_rl.models.tokenizer import encode_prompts
 from tdrm_rl.tasks import get_task
 from tests.e2e.conftest import rollout_backends, tiny_config
 
@@ -51,7 +52,7 @@ def cached_tokens(worker, prompt: str) -> int:
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    ids = worker.tokenizer(prompt)["input_ids"]
+    ids = encode_prompts(worker.tokenizer, [prompt])[0]
     with worker.awake("probe"):
         out = worker.llm.generate([TokensPrompt(prompt_token_ids=ids)], SamplingParams(max_tokens=1, temperature=0.0),
                                   use_tqdm=False)

@@ -24,10 +24,10 @@ def test_three_ranks_split_sixteen_rows_within_the_micro_batch(ray_local, tmp_pa
     group = WorkerGroup(PolicyWorker, "policy", cfg, world_size=3, distributed=True, placement=placement,
                         model_path=random_policy, num_threads=1)
     try:
-        before = group.run("export_state_dict")
+        before = group.run("export_state_dict", True)  # every rank's copy, to compare ranks
         metrics = group.run("update", make_batch(16))
         chunks = group.run("pop_chunk_rows")
-        after = group.run("export_state_dict")
+        after = group.run("export_state_dict", True)
         assert [len(c) for c in chunks] == [6, 6, 6]
         assert max(max(c) for c in chunks) == 1
         assert [sum(c) for c in chunks] == [len(rows_for_rank(16, r, 3)) for r in range(3)] == [6, 5, 5]

@@ -20,6 +20,7 @@ import torch
 from tdrm_rl.data.batch import Batch
 from tdrm_rl.config import RunConfig
 from tdrm_rl.models.generation import Generated
+from tdrm_rl.models.tokenizer import encode_prompts
 from tdrm_rl.workers.rollout.base import RolloutBackend, Sampling
 from tdrm_rl.workers.weight_sync import Plan, WeightSyncError, resolve_weight_sync
 
@@ -141,7 +142,7 @@ class VLLMRolloutWorker(RolloutBackend):
         # vLLM refuses n > 1 when greedy: send n copies of each prompt instead (same prompt-major order).
         copies, per_request = (n, 1) if s.greedy else (1, n)
         params = self.sampling_params(s, per_request)
-        prompt_ids = self.tokenizer(list(prompts))["input_ids"]
+        prompt_ids = encode_prompts(self.tokenizer, prompts)  # one BOS, never two (F11)
         requests = [ids for ids in prompt_ids for _ in range(copies)]
         with self.timed("generate"), self.awake("generate"):
             outputs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in requests], params,
