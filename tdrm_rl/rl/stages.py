@@ -31,6 +31,7 @@ from tdrm_rl.models.generation import Generated
 from tdrm_rl.rl.cores import CoreShare
 from tdrm_rl.rl.metrics import StageTimer, step_metrics
 from tdrm_rl.rl.schedule import PRMSchedule
+from tdrm_rl.tasks.bounded import timeouts_so_far
 from tdrm_rl.tasks.prompts import PRMView
 from tdrm_rl.workers.group import WorkerGroup
 from tdrm_rl.workers.weight_sync import WeightSync
@@ -62,6 +63,7 @@ class StepStages:
     weight_sync: WeightSync
     weights_version: int
     pending: PendingRollout | None
+    verify_timeouts: int = 0  # answer checks cut off at their deadline in this step
 
     # ----- building blocks ------------------------------------------------------------------------
     def generate(self, prompts: list[str], n: int, sampling: dict[str, Any]) -> Generated:
@@ -79,7 +81,12 @@ class StepStages:
         return Generated.concat(self.rollout.get(refs, stage="generate"))
 
     def verify(self, texts: list[str], answers: list[str]) -> torch.Tensor:
-        return torch.tensor([self.task.verify(t, a) for t, a in zip(texts, answers)], dtype=torch.float32)
+        """Verifiable reward per response. A check past data.verify_timeout_s scores 0 and counts in
+        `verify_timeouts` (the step's verify/timeouts)."""
+        before = timeouts_so_far()
+        outcome = torch.tensor([self.task.verify(t, a) for t, a in zip(texts, answers)], dtype=torch.float32)
+        self.verify_timeouts += timeouts_so_far() - before
+        return outcome
 
     def make_batch(self, gen: Generated, problems: list, n: int) -> Batch:
         group_ids = [i for i in range(len(problems)) for _ in range(n)]
@@ -120,6 +127,7 @@ class StepStages:
     # ----- one RL step: the stages ------------------------------------------------------------------
     def step(self, step: int) -> dict[str, Any]:
         timer = StageTimer()
+        self.verify_timeouts = 0
         with timer("step"):
             with timer("rollout"):
                 problems, gen, outcome, staleness, sampling = self.rollout_stage(step)
@@ -141,6 +149,7 @@ class StepStages:
             with timer("weight_sync"):
                 self.sync_weights()
         update.update(self.worker_timings())
+        update["verify/timeouts"] = self.verify_timeouts
         return step_metrics(update, timer.seconds, batch, prm_score, estimate, token_rewards, staleness, sampling,
                             self.cfg, self.task)
 

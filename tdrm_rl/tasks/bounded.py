@@ -149,6 +149,12 @@ def _close_all() -> None:
         checker.close()
 
 
+def timeouts_so_far() -> int:
+    """Checks this process's shared checkers cut off at their deadline so far (the step reports the difference)."""
+    with _shared_lock:
+        return sum(checker.timeouts for checker in _shared.values())
+
+
 def shared_checker(kind: str, timeout_s: float, warmup: Optional[tuple[Callable, tuple]] = None) -> CheckerProcess:
     """One child per process, kind and timeout (created on first use, closed at exit)."""
     key = (kind, float(timeout_s))
