@@ -40,6 +40,11 @@ def _bound_problem(value: Any, bounds: dict[str, Any]) -> str | None:
         return None
     if "choices" in bounds:
         allowed = bounds["choices"]() if callable(bounds["choices"]) else bounds["choices"]
+        if isinstance(value, (list, tuple)):  # a list field: every entry is one of the choices, once
+            bad = [v for v in value if v not in allowed]
+            if bad or len(set(value)) != len(value):
+                return f"each entry must be one of {list(allowed)}, once" + (f"; {bad[0]!r} is not" if bad else "")
+            return None
         probe = value.split(bounds["family_sep"], 1)[0] if bounds.get("family_sep") and isinstance(value, str) \
             else value
         if probe not in allowed:
@@ -89,6 +94,15 @@ def _validate_rules(cfg: RunConfig, source: str) -> None:
             what = ("policy.world_size x policy.mini_batches" if role == "policy" else "prm.world_size")
             raise ConfigError(f"{source}: keys 'rollout.prompts_per_step' x 'rollout.group_size' = {rows} rows per "
                               f"step, fewer than {what} = {ranks}: every {role} rank needs a row in every mini-batch")
+    if "jsonl" not in cfg.trainer.loggers:
+        raise ConfigError(f"{source}: key 'trainer.loggers' = {cfg.trainer.loggers!r}; must include 'jsonl' "
+                          "(metrics.jsonl is the run's record: resume, summary.json and `tdrm-rl export` read it)")
+    if "wandb" in cfg.trainer.loggers:
+        import importlib.util
+
+        if importlib.util.find_spec("wandb") is None:
+            raise ConfigError(f"{source}: key 'trainer.loggers' includes 'wandb', which is not installed: "
+                              "pip install 'tdrm-rl[wandb]' (or drop wandb from trainer.loggers)")
     family, _, name = cfg.data.task.partition(":")
     if family == "reasoning_gym" and not name:
         raise ConfigError(f"{source}: key 'data.task' = {cfg.data.task!r}; name a dataset, e.g. "

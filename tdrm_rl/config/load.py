@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Optional
 
@@ -62,8 +63,19 @@ def load_config(recipe: Optional[str] = None, overrides: tuple[str, ...] | list[
             raise ConfigError(f"override '{item}': {str(e).splitlines()[0]}") from None
         cfg = _merge(cfg, dotlist, f"override '{item}'")
     run: RunConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    _apply_renamed_keys(run)
     validate(run, source=f"recipe {recipe}" if recipe else "config")
     return run
+
+
+def _apply_renamed_keys(run: RunConfig) -> None:
+    """Old key names still work for a release, with a warning: trainer.tensorboard -> trainer.loggers."""
+    tc = run.trainer
+    if tc.tensorboard is not None:
+        logging.getLogger("tdrm_rl").warning("trainer.tensorboard is deprecated: use trainer.loggers (e.g. "
+                                             "trainer.loggers=[jsonl] for no TensorBoard)")
+        tc.loggers = [n for n in tc.loggers if n != "tensorboard"] + (["tensorboard"] if tc.tensorboard else [])
+        tc.tensorboard = None
 
 
 def to_yaml(cfg: RunConfig) -> str:

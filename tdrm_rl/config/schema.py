@@ -8,7 +8,7 @@ for strings `nonempty` or `chars` (the allowed characters). `tdrm_rl.config.chec
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 Choices = Union[Sequence[Any], Callable[[], Sequence[Any]]]
 
@@ -20,9 +20,12 @@ ZERO_STAGES = (0, 1, 2, 3)
 def knob(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
          lt: float | None = None, choices: Choices | None = None, nonempty: bool = False, chars: str | None = None,
          family_sep: str | None = None) -> Any:
-    """A dataclass field whose metadata holds its bounds (family_sep: choices apply to the part before it)."""
+    """A dataclass field whose metadata holds its bounds (family_sep: choices apply to the part before it). A list
+    default is copied per instance, and `choices` then applies to each entry."""
     bounds = {k: v for k, v in dict(ge=ge, gt=gt, le=le, lt=lt, choices=choices, nonempty=nonempty or None,
                                     chars=chars, family_sep=family_sep).items() if v is not None}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"bounds": bounds})
     return field(default=default, metadata={"bounds": bounds})
 
 
@@ -55,6 +58,12 @@ def _dense_modes() -> Sequence[str]:
     from tdrm_rl.algos.rewards import DENSE_MODES
 
     return DENSE_MODES
+
+
+def _loggers() -> Sequence[str]:
+    from tdrm_rl.rl.tracking import LOGGERS
+
+    return LOGGERS
 
 
 def _estimators() -> Sequence[str]:
@@ -262,7 +271,14 @@ class TrainerConfig:
     output_dir: str = knob("runs/grpo_tdrm", nonempty=True)
     seed: int = knob(0, ge=0)
     progress: bool = True
-    tensorboard: bool = True
+    # Where metrics go (tdrm_rl/rl/tracking.py), each with the resolved config: jsonl (metrics.jsonl + config.yaml;
+    # required: resume, summary.json and `tdrm-rl export` read it), tensorboard (tensorboard/), wandb (offline
+    # into output_dir/wandb/ unless WANDB_MODE says otherwise; `pip install 'tdrm-rl[wandb]'`), console (a line
+    # per step: reward, accuracy, PRM loss, step time). Override as trainer.loggers=[jsonl,console,wandb].
+    loggers: List[str] = knob(["jsonl", "tensorboard"], choices=_loggers)
+    project_name: str = knob("tdrm-rl", nonempty=True)  # wandb project
+    run_name: Optional[str] = knob(None, nonempty=True)  # wandb run name; None = the name of output_dir's folder
+    tensorboard: Optional[bool] = None  # deprecated alias: true / false adds / removes tensorboard in loggers
     torch_threads: int = knob(0, ge=0)  # 0 = let each worker pick from its CPU share
     # Checkpoints and resume (tdrm_rl/rl/checkpoint.py). "auto" = the newest complete checkpoint under
     # output_dir/checkpoints (a fresh start if there is none), "none" = start fresh, else a checkpoint directory.

@@ -145,7 +145,7 @@ def train_prm(cfg: RunConfig, init_path: str, records: list[Trajectory], objecti
         labels, mask = exact_step_labels(records, get_task(cfg.data), batch.step_mask), batch.step_mask
         if labels is None:
             raise ValueError(f"prm-train --objective exact: task {cfg.data.task!r} has no exact step labels")
-    logger = MetricsLogger(out_dir, tensorboard=False)
+    logger = MetricsLogger(out_dir)
     rng = torch.Generator().manual_seed(cfg.trainer.seed)
     step = 0
     for epoch in range(epochs):

@@ -68,10 +68,7 @@ class RLTrainer(StepStages):
         self.reference_identity = model_fingerprint(policy_path)
         self.eval_set = self.task.eval_problems(cfg.data.eval_size)
         self.out = cfg.trainer.output_dir
-        os.makedirs(self.out, exist_ok=True)
-        with open(os.path.join(self.out, "config.yaml"), "w") as f:
-            f.write(to_yaml(cfg))
-        self.logger = MetricsLogger(self.out, cfg.trainer.tensorboard)
+        self.logger = MetricsLogger(self.out, cfg.trainer.loggers, cfg)  # config.yaml too, and to every logger
 
         try:
             self.start_workers(policy_path)
