@@ -75,7 +75,6 @@ def test_jsonl_and_tensorboard_hold_every_row_and_the_config(tmp_path):
 
 
 def test_wandb_logs_offline_into_the_run_folder_with_project_name_config_and_steps(tmp_path, monkeypatch):
-    pytest.importorskip("wandb")
     monkeypatch.delenv("WANDB_MODE", raising=False)
     cfg = run_config(tmp_path, "jsonl", "wandb")
     out = log_rows(cfg)
@@ -94,7 +93,6 @@ def test_wandb_logs_offline_into_the_run_folder_with_project_name_config_and_ste
 
 
 def test_wandb_respects_wandb_mode(tmp_path, monkeypatch):
-    pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "disabled")
     out = log_rows(run_config(tmp_path, "jsonl", "wandb"))
     assert not glob.glob(os.path.join(out, "wandb", "*run-*"))  # disabled: wandb writes no run at all
