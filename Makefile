@@ -50,11 +50,12 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "not e2e"
 
-# The cluster path, against a local head node: what `ray job submit` users run.
+# The cluster path, against a local head node: what `ray job submit` users run. The output folder is absolute:
+# a job runs in Ray's temporary copy of --working-dir, where a relative one is refused.
 job: setup
 	$(VENV)/bin/ray start --head --num-cpus=2 --include-dashboard=true --dashboard-host=127.0.0.1 --disable-usage-stats
 	$(VENV)/bin/ray job submit --address http://127.0.0.1:8265 --working-dir . -- \
-		$(abspath $(VENV))/bin/tdrm-rl train $(RECIPE) trainer.total_steps=2 $(ARGS); \
+		$(abspath $(VENV))/bin/tdrm-rl train $(RECIPE) trainer.total_steps=2 trainer.output_dir=$(CURDIR)/runs/job $(ARGS); \
 		status=$$?; $(VENV)/bin/ray stop --force; exit $$status
 
 # Needs a Docker daemon (none runs on the CPU dev machines; tests/docker checks the file statically).

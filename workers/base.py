@@ -108,6 +108,18 @@ class BaseWorker:
         restore_rng(state)
 
     def ready(self) -> bool:
+        """The group's first call (stage 'start'): this node must hold the role's model before any role loads one.
+
+        Every actor resolves a hub id in its own node's HF cache (offline by default, tdrm_rl/cli/runtime.py), so a
+        node without it fails here at once, naming the node, not minutes later in one role's setup (review F13)."""
+        path = getattr(self, "model_path", None)
+        if path:
+            from tdrm_rl.models.load import resolve_model_path
+
+            try:
+                resolve_model_path(path, self.role)
+            except FileNotFoundError as e:
+                raise FileNotFoundError(f"node {routable_node_ip()}: {e}") from None
         return True
 
     def pid(self) -> int:

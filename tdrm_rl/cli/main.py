@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any, Callable
 
-from tdrm_rl.cli.runtime import ClusterError, check_cluster, init_ray, set_runtime_defaults
+from tdrm_rl.cli.runtime import ClusterError, check_cluster, init_ray, resolve_output_dir, set_runtime_defaults
 from tdrm_rl.config import ConfigError, RunConfig, load_config, to_yaml
 
 DESCRIPTION = """\
@@ -53,6 +53,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace, cfg: RunConfig) -> int:
+    # An absolute trainer.output_dir, fixed on the driver for every actor (none inside a Ray job's working dir).
+    print(f"tdrm-rl train: {resolve_output_dir(cfg)}", flush=True)
     resolve_models(cfg)
     # Before the warm start and Ray: a cluster address no Ray GCS answers at, a local IP that cannot bind,
     # a model folder without config, tokenizer or safetensors.

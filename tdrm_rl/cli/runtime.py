@@ -5,6 +5,7 @@ Imported by the CLI, the paper reproduction, the worker groups, the benchmarks a
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -46,6 +47,38 @@ def worker_env() -> dict[str, str]:
 
 class ClusterError(Exception):
     """The Ray cluster cannot be joined or a local instance cannot start: a user error, one line, exit 2."""
+
+
+def ray_job_working_dir() -> str | None:
+    """The `--working-dir` of the Ray job this driver runs in (`ray job submit`), or None outside one.
+
+    Ray hands the job's runtime env to its driver in RAY_JOB_CONFIG_JSON_ENV_VAR; with a working_dir the driver
+    (and every actor) runs in Ray's per-node copy of it under runtime_resources/working_dir_files/."""
+    try:
+        job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+    except ValueError:
+        return None
+    return ((job.get("runtime_env") or {}).get("working_dir") or None) if isinstance(job, dict) else None
+
+
+def resolve_output_dir(cfg: RunConfig) -> str:
+    """Make `trainer.output_dir` absolute on the driver, so every actor writes where the driver does; returns a
+    line saying where outputs go. Refuses a relative one inside a Ray job with a working_dir: there the current
+    folder is Ray's per-node copy of the working dir, which Ray deletes, and on several nodes the checkpoint
+    shards would scatter over their copies (review F12)."""
+    out = cfg.trainer.output_dir
+    if not os.path.isabs(out):
+        job_dir = ray_job_working_dir()
+        if job_dir:
+            raise ClusterError(f"trainer.output_dir={out} is relative, and this Ray job runs in Ray's temporary "
+                               f"per-node copy of its --working-dir ({os.getcwd()}), which Ray deletes; give an "
+                               f"absolute path on storage every node mounts, e.g. trainer.output_dir=/shared/runs/"
+                               f"{os.path.basename(os.path.normpath(out))}")
+        cfg.trainer.output_dir = os.path.abspath(out)
+    line = f"outputs: {cfg.trainer.output_dir}"
+    if _cluster_target(cfg) is not None:
+        line += " (trainer ranks on other nodes write their checkpoint shards there too: use storage every node mounts)"
+    return line
 
 
 # What to look at when an address does not answer (named in every join error).
