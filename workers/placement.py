@@ -39,9 +39,13 @@ class RankSlot:
 
 @dataclass
 class Layout:
-    strategy: str
+    strategy: str  # cluster.placement_strategy: every group's, unless `strategies` names another
     groups: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     slots: dict[str, list[RankSlot]] = field(default_factory=dict)
+    strategies: dict[str, str] = field(default_factory=dict)
+
+    def strategy_of(self, group: str) -> str:
+        return self.strategies.get(group, self.strategy)
 
     def totals(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -94,6 +98,8 @@ def plan_layout(cfg: RunConfig) -> Layout:
         for e in range(ranks["rollout"]):
             name = f"rollout-{e}"
             layout.groups[name] = [{"CPU": cpus["rollout"], "GPU": 1.0}] + [{"GPU": 1.0} for _ in range(tp - 1)]
+            # An engine's TP ranks all-reduce in every layer: all on one node, never split by a soft PACK (F17).
+            layout.strategies[name] = "STRICT_PACK"
             layout.slots["rollout"].append(RankSlot(name, 0, cpus["rollout"], 0.0, capture_child_tasks=True))
     return layout
 
@@ -113,7 +119,7 @@ class Placement:
                 raise PlacementError(f"cluster layout needs {need:g} {resource} in all (rollout.num_workers, "
                                      f"policy.world_size, prm.world_size, cluster.*_cpus, cluster.colocate) "
                                      f"but the Ray cluster has {have.get(resource, 0.0):g}")
-        self.groups = {name: placement_group(bundles, strategy=self.layout.strategy, name="")
+        self.groups = {name: placement_group(bundles, strategy=self.layout.strategy_of(name), name="")
                        for name, bundles in self.layout.groups.items()}
         for name, pg in self.groups.items():
             try:
@@ -121,7 +127,7 @@ class Placement:
             except ray.exceptions.GetTimeoutError:
                 self.remove()
                 raise PlacementError(f"placement group '{name}' {self.layout.groups[name]} "
-                                     f"({self.layout.strategy}) was not scheduled within "
+                                     f"({self.layout.strategy_of(name)}) was not scheduled within "
                                      f"{PLACEMENT_READY_TIMEOUT_S:.0f} s; try cluster.placement_strategy=SPREAD "
                                      f"or fewer ranks per node") from None
 

@@ -28,6 +28,9 @@ def test_gpu_separate_layout_whole_gpus_and_a_group_per_tp_engine():
     assert all(s.num_gpus == 0.0 and s.capture_child_tasks for s in lay.slots["rollout"])
     assert [len(lay.groups[f"rollout-{e}"]) for e in range(2)] == [2, 2]
     assert lay.strategy == "SPREAD"
+    # A TP engine's GPUs are kept on one node whatever the recipe's strategy (review F17); the trainers' follow it.
+    assert {g: lay.strategy_of(g) for g in lay.groups} == {"policy": "SPREAD", "prm": "SPREAD",
+                                                          "rollout-0": "STRICT_PACK", "rollout-1": "STRICT_PACK"}
 
 
 def test_gpu_colocated_layout_roles_share_each_gpu():
