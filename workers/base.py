@@ -33,8 +33,13 @@ def routable_node_ip() -> str:
 
 
 def free_port() -> int:
+    """A port free on every interface of this node, as the rendezvous store will bind it (on all interfaces).
+
+    Asking on loopback alone (as before) could return a port another process holds on the node's routable
+    address. The port is released before the store binds it: another process may take it in that moment, and the
+    store's bind then fails with 'address already in use', bounded, naming the stage (review F18)."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind(("", 0))
         return s.getsockname()[1]
 
 

@@ -170,7 +170,9 @@ class WeightSender:
         return {uuid: [reduce_tensor(b) for b in self._ipc_buffers]}
 
     def release_ipc_buffers(self) -> None:
+        """Drop the buckets the engines have loaded; ipc_collect frees the blocks their CUDA IPC handles pinned."""
         self._ipc_buffers = []
+        torch.cuda.ipc_collect()
         torch.cuda.empty_cache()
 
 

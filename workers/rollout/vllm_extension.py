@@ -104,4 +104,5 @@ class WeightSyncExtension:
 
         self.reload_weights(weights_iterator=weights(), is_checkpoint_format=True)
         torch.cuda.synchronize(self.device)
+        torch.cuda.ipc_collect()  # close the trainer's handles now, so its release frees the buckets at once
         return sum(len(b) for b in plan)
