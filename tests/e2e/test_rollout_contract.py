@@ -14,6 +14,8 @@ from tdrm_rl.data.collate import TokenTexts, collate
 from tdrm_rl.tasks import get_task
 from tdrm_rl.workers.rollout import rollout_worker_class
 from tdrm_rl.workers.rollout.base import SAMPLING_KEYS, RolloutBackend
+from tdrm_rl.tasks.prompts import render_prompt
+from tests.conftest import bos_char_tokenizer
 from tests.e2e.conftest import rollout_backends, tiny_config
 
 
@@ -121,6 +123,23 @@ def test_stop_at_eos_false_generates_past_eos(backends, prompts):
         assert len(ids) == budget  # nothing stops it before max_new_tokens
         assert ids[:len(f_ids)] == f_ids  # the same tokens up to (and including) the EOS
     assert any(eos in ids[:-1] for ids in gens["vllm"].response_ids)
+
+
+def test_a_template_that_writes_the_bos_gets_one_bos_on_both_backends(backends, prompts):
+    """Review F11: R1-Distill's chat template writes its BOS and its tokenizer adds one; both backends send one."""
+    tok = bos_char_tokenizer()  # the char ids, plus a BOS from the pipeline and the template alike
+    templated = [render_prompt(tok, p) for p in prompts[:2]]
+    saved = {name: w.tokenizer for name, w in backends.items()}
+    try:
+        for w in backends.values():
+            w.tokenizer = tok
+        gens = both(backends, templated, 1, GREEDY)
+    finally:
+        for name, w in backends.items():
+            w.tokenizer = saved[name]
+    assert_same(gens, len(templated), 1)
+    assert [ids.count(tok.bos_token_id) for ids in gens["vllm"].prompt_ids] == [1, 1]
+    assert all(ids[0] == tok.bos_token_id for ids in gens["vllm"].prompt_ids)
 
 
 def test_unknown_sampling_key_is_an_error_naming_it(backends, prompts):
