@@ -6,10 +6,13 @@ Per seed:
   2. PRMs: ScalarPRM (MC labels), TD-PRM (n=2, gamma=0.8), TD(lambda) and ORM, trained on the SAME
      trajectories with the SAME optimizer steps (plus, in the full run, TD ablations over n, gamma and an
      EMA target network, step-penalty shaping);
-  3. each PRM: Best-of-N, smoothness and TD error per step on the held-out solutions; PRM-guided step
-     search for num_branch in {2, 4, 8, 16};
-  4. RL data efficiency: GRPO with the rule reward only vs GRPO + online TD-PRM (TDRM), held-out greedy
-     accuracy after 1/4, 1/2 and all of the prompt budget.
+  3. each PRM, and the untrained policy-log-prob verifier as a baseline: Best-of-N, smoothness, TD error per
+     step and, against the task's exact step labels, step AUC, within-problem pairwise accuracy and
+     first-error accuracy / F1 on the held-out solutions; PRM-guided step search for num_branch in {2, 4, 8, 16};
+  4. RL data efficiency: GRPO with the rule reward only vs GRPO + TD-PRM (TDRM) updated online vs the same
+     warm-up PRM kept frozen, held-out greedy accuracy after 1/4, 1/2 and all of the prompt budget.
+Every PRM arm takes prm.readout, prm.lr and prm.backbone_lr from the recipe (`check_prm_recipe`); every RL
+arm starts from the recipe's warm-up PRM (prm_warmup), as `tdrm-rl train` does.
 Then mean ± std over seeds in reports/paper.md with PNG figures beside it.
 """
 
@@ -26,18 +29,23 @@ from typing import Any
 import torch
 
 from tdrm_rl.config import RunConfig, load_config
-from tdrm_rl.prm_tools.offline import (bon_eval, local_rollout_worker, sample_rollouts, score_records, search_eval,
-                             smoothness_eval, train_prm)
-from tdrm_rl.repro.plan import ABLATIONS, BUDGET_FRACTIONS, FULL, METHODS, QUICK, RL_METHODS, PaperPlan
+from tdrm_rl.data.batch import Batch
+from tdrm_rl.prm_tools.offline import (bon_eval, local_rollout_worker, logprob_verifier_records, sample_rollouts,
+                                       score_records, search_eval, smoothness_eval, step_metrics_eval, train_prm,
+                                       value_discount)
+from tdrm_rl.repro.plan import (ABLATIONS, BASELINE, BUDGET_FRACTIONS, FULL, METHODS, PRM_RECIPE_FIELDS, QUICK,
+                                RL_METHODS, PaperPlan)
 from tdrm_rl.repro.report import write_report
-from tdrm_rl.data.rollout_file import write_jsonl
+from tdrm_rl.data.rollout_file import Trajectory, exact_step_labels, write_jsonl
 from tdrm_rl.prm_tools.search import SearchSettings
 from tdrm_rl.tasks import get_task
 
-__all__ = ["PaperPlan", "FULL", "QUICK", "METHODS", "ABLATIONS", "run_paper"]
+__all__ = ["PaperPlan", "FULL", "QUICK", "METHODS", "ABLATIONS", "run_paper", "check_prm_recipe"]
 
 
 REUSED = "reused parts (their run time when they ran)"
+# Bump when what a finished seed or RL run holds changes, so a resumed run never reports a stale result.
+RESULT_VERSION = 2
 
 
 class Timer:
@@ -56,6 +64,27 @@ def _cfg(recipe: str, overrides: list[str], *extra: str) -> RunConfig:
     return load_config(recipe, [*overrides, *extra])
 
 
+def _prm_recipe(cfg: RunConfig) -> dict[str, Any]:
+    return {f: getattr(cfg.prm, f) for f in PRM_RECIPE_FIELDS}
+
+
+def check_prm_recipe(recipe: str, base: list[str], methods=METHODS, rl_methods=RL_METHODS) -> dict[str, Any]:
+    """The recipe's PRM training fields (PRM_RECIPE_FIELDS), after checking that no arm overrides them (that
+    would compare recipes, not objectives) and that every RL arm keeps the recipe's prm_warmup section."""
+    ref = _cfg(recipe, base)
+    want = _prm_recipe(ref)
+    for label, *_, extra in [*methods, *rl_methods]:
+        cfg = _cfg(recipe, base, *extra)
+        if _prm_recipe(cfg) != want:
+            raise ValueError(f"paper arm {label!r} overrides the PRM recipe: {_prm_recipe(cfg)} instead of the "
+                             f"recipe's {want}; every arm must train the PRM the same way")
+    for label, extra in rl_methods:
+        if _cfg(recipe, base, *extra).prm_warmup != ref.prm_warmup:
+            raise ValueError(f"paper RL arm {label!r} overrides prm_warmup: every RL arm starts from the recipe's "
+                             "warm-up PRM, as `tdrm-rl train` does")
+    return want
+
+
 def run_paper(recipe: str, overrides: list[str], plan: PaperPlan, report_dir: str, work_dir: str,
               command: str, progress: bool = True) -> dict[str, Any]:
     from tdrm_rl.models.sft import ensure_policy
@@ -63,15 +92,18 @@ def run_paper(recipe: str, overrides: list[str], plan: PaperPlan, report_dir: st
     t_start = time.perf_counter()
     timer = Timer()
     base = [*plan.sft_overrides, *overrides, "trainer.progress=false", "trainer.tensorboard=false"]
+    methods = METHODS + (ABLATIONS if plan.ablations else ())
+    prm_recipe = check_prm_recipe(recipe, base, methods)
     cfg0 = _cfg(recipe, base)
     t0 = time.perf_counter()
     policy_path = ensure_policy(cfg0, progress=progress)
     timer.add("warm start (SFT, cached)", time.perf_counter() - t0)
-    methods = METHODS + (ABLATIONS if plan.ablations else ())
-    results: dict[str, Any] = {"plan": dataclasses.asdict(plan), "seeds": {}}
+    results: dict[str, Any] = {"plan": dataclasses.asdict(plan), "prm_recipe": prm_recipe, "seeds": {}}
     for seed in plan.seeds:
         log = (lambda msg, s=seed: print(f"paper[seed {s}] {msg}", flush=True)) if progress else (lambda msg: None)
-        key = {"plan": results["plan"], "overrides": base, "policy": policy_path, "methods": methods, "seed": seed}
+        # The resolved config, not only the overrides: a changed recipe or default (the PRM recipe) reruns.
+        key = {"version": RESULT_VERSION, "plan": results["plan"], "overrides": base, "config": dataclasses.asdict(cfg0),
+               "policy": policy_path, "methods": methods, "seed": seed}
         results["seeds"][seed] = _finished_part(
             os.path.join(work_dir, f"seed{seed}"), key, log,
             lambda work, s=seed: _offline_seed(recipe, base, plan, s, policy_path, methods, work, timer, log), timer)
@@ -138,6 +170,11 @@ def _offline_seed(recipe: str, base: list[str], plan: PaperPlan, seed: int, poli
     out: dict[str, Any] = {"train_accuracy": sum(r.outcome for r in train) / len(train),
                            "heldout_sample_accuracy": sum(r.outcome for r in held_out) / len(held_out),
                            "methods": {}}
+    t0 = time.perf_counter()
+    logprob = logprob_verifier_records(policy_path, held_out, cfg.data.step_delimiter, cfg.prm.micro_batch_size)
+    baseline = {"objective": "none (untrained policy log-probs)", **_verifier_eval(logprob, held_out, task, 1.0)}
+    timer.add("log-prob baseline (no training)", time.perf_counter() - t0)
+    log(f"{BASELINE}: {_summary(baseline, plan)}")
     main_labels = {m[0] for m in METHODS}
     for label, objective, extra in methods:
         mcfg = _cfg(recipe, base, f"trainer.seed={seed}", *extra)
@@ -148,10 +185,9 @@ def _offline_seed(recipe: str, base: list[str], plan: PaperPlan, seed: int, poli
         prm = trained.pop("worker")
         t0 = time.perf_counter()
         scored = score_records(prm, held_out, cfg.data.step_delimiter)
-        bon = bon_eval({"prm": scored}, held_out)
-        smooth = smoothness_eval(scored)
-        timer.add("Best-of-N + smoothness", time.perf_counter() - t0)
-        entry = {"objective": objective, "overrides": list(extra), "train": trained, "bon": bon, "smoothness": smooth}
+        entry = {"objective": objective, "overrides": list(extra), "train": trained, "prm_recipe": _prm_recipe(mcfg),
+                 **_verifier_eval(scored, held_out, task, value_discount(objective, mcfg))}
+        timer.add("Best-of-N + smoothness + step metrics", time.perf_counter() - t0)
         if label in main_labels:
             t0 = time.perf_counter()
             entry["search"] = {}
@@ -163,14 +199,28 @@ def _offline_seed(recipe: str, base: list[str], plan: PaperPlan, seed: int, poli
                                           top_p=cfg.rollout.top_p)
                 entry["search"][str(nb)] = search_eval(cfg, rollout, prm, eval_problems[:plan.search_problems], settings)
             timer.add("step search", time.perf_counter() - t0)
-        acc = bon["accuracy"]
-        log(f"{label}: BoN@{plan.bon_n} min {acc['prm/min'][-1]:.3f} final {acc['prm/final'][-1]:.3f}, "
-            f"smoothness {smooth['smoothness_per_step']:.4f}"
+        log(f"{label}: {_summary(entry, plan)}"
             + (f", search@{plan.search_branches[-1]} {entry['search'][str(plan.search_branches[-1])]['accuracy']:.3f}"
                if "search" in entry else ""))
         out["methods"][label] = entry
         del prm
+    out["methods"][BASELINE] = baseline
     return out
+
+
+def _verifier_eval(scored: Batch, records: list[Trajectory], task: Any, discount: float) -> dict[str, Any]:
+    """Best-of-N, smoothness and step metrics (exact step labels where the task has them) of one scored set;
+    `discount`: the discount its values carry (the first-error rule undoes it)."""
+    labels = exact_step_labels(records, task, scored.step_mask)
+    return {"bon": bon_eval({"prm": scored}, records), "smoothness": smoothness_eval(scored),
+            "step_metrics": step_metrics_eval({"prm": scored}, records, labels, {"prm": discount})["prms"]["prm"]}
+
+
+def _summary(entry: dict[str, Any], plan: PaperPlan) -> str:
+    acc, sm = entry["bon"]["accuracy"], entry["step_metrics"]
+    return (f"BoN@{plan.bon_n} min {acc['prm/min'][-1]:.3f} final {acc['prm/final'][-1]:.3f}, step AUC "
+            f"{sm.get('step_auc', math.nan):.3f}, pairwise (min) {sm['pairwise/min']:.3f}, first-error F1 "
+            f"{sm.get('first_error_f1', math.nan):.3f}, smoothness {entry['smoothness']['smoothness_per_step']:.4f}")
 
 
 # ----- RL data efficiency -------------------------------------------------------------------------------
@@ -221,7 +271,8 @@ def _rl(recipe: str, base: list[str], plan: PaperPlan, policy_path: str, work: s
                            if r.get("eval/greedy_accuracy") is not None}
                     return {"warm_start": acc.get(0), "at_budget": [acc.get(s) for s in steps]}
 
-                key = {"plan": dataclasses.asdict(plan), "overrides": base, "policy": policy_path, "label": label,
+                key = {"version": RESULT_VERSION, "plan": dataclasses.asdict(plan), "overrides": base,
+                       "config": dataclasses.asdict(cfg), "policy": policy_path, "label": label,
                        "extra": extra, "sizes": sizes, "seed": seed,
                        "prm_warmup": warmup_cache_dir(cfg, policy_path) if cfg.prm_warmup.enabled else None}
                 runs[seed] = _finished_part(run_dir, key, log, run_once, timer)

@@ -53,9 +53,18 @@ ABLATIONS = (
     ("TD n=2, γ=0.8, step penalty 0.05", "td", ("prm.n_step=2", "prm.gamma=0.8", "prm.shaping=step_penalty",
                                                  "prm.shaping_coef=0.05")),
 )
+# The untrained verifier every PRM is compared with: V(s_i) = exp(lowest policy token log-prob up to step i).
+BASELINE = "policy log-prob verifier (no training)"
+# The PRM fields every arm must take from the recipe (issue 14: one improved PRM recipe for every objective).
+PRM_RECIPE_FIELDS = ("readout", "lr", "backbone_lr")
+# (label, config overrides). Every arm starts from the recipe's warm-up PRM (prm_warmup); the frozen arm keeps
+# it as it is, so its gap to the online arm is what the online TD updates add.
 RL_METHODS = (
     ("GRPO, rule reward only", ("reward.w_rule=1.0", "reward.w_prm=0.0", "prm.update=frozen")),
     ("GRPO + TDRM (online TD-PRM, 0.8 rule + 0.2 PRM)", ("reward.w_rule=0.8", "reward.w_prm=0.2",
                                                          "prm.update=online")),
+    ("GRPO + TDRM, PRM frozen after warm-up (0.8 rule + 0.2 PRM)", ("reward.w_rule=0.8", "reward.w_prm=0.2",
+                                                                    "prm.update=frozen")),
 )
+ONLINE_ARM, FROZEN_ARM = RL_METHODS[1][0], RL_METHODS[2][0]
 BUDGET_FRACTIONS = ((1, 4), (1, 2), (1, 1))
