@@ -13,18 +13,20 @@ from tdrm_rl.algos.rewards import group_zscore_steps, process_step_rewards, toke
 __all__ = ["build_token_rewards", "compute_advantages"]
 
 
-def build_token_rewards(batch, reward_cfg, policy_cfg, sequence_reward: Tensor) -> Tensor:
+def build_token_rewards(batch, reward_cfg, policy_cfg, sequence_reward: Tensor, rule: Tensor | None = None) -> Tensor:
     """token_rewards [B, L] for the estimator.
 
     Without dense rewards the (already blended) `sequence_reward` [B] sits on the last token. With
     `reward.dense` the PRM enters as step rewards instead: w_rule * rule at the end plus w_prm * d_i
-    at step ends, each source z-scored within its group first when `reward.normalize`. With
+    at step ends, each source z-scored within its group first when `reward.normalize`; `rule` [B] is the
+    policy's rule reward (the outcome plus any format reward; None = batch.outcome). With
     `policy.kl_mode == "reward"`, -kl_coef * KL(pi_old || pi_ref) lands on every token.
     """
     step_rewards = None
     final = sequence_reward
     if reward_cfg.dense != "none":
-        rule, steps = batch.outcome.float(), process_step_rewards(batch.step_logits, batch.step_mask, reward_cfg.dense)
+        rule = (batch.outcome if rule is None else rule).float()
+        steps = process_step_rewards(batch.step_logits, batch.step_mask, reward_cfg.dense)
         if reward_cfg.normalize:
             rule = group_zscore(rule, batch.group_ids)
             steps = group_zscore_steps(steps, batch.step_mask, batch.group_ids)
@@ -37,9 +39,11 @@ def build_token_rewards(batch, reward_cfg, policy_cfg, sequence_reward: Tensor) 
                          kl, policy_cfg.kl_coef)
 
 
-def compute_advantages(batch, cfg, sequence_reward: Tensor) -> tuple[EstimatorOutput, Tensor]:
-    """(estimator output, token_rewards) for `cfg.algorithm.estimator`. cfg is the RunConfig."""
-    rewards = build_token_rewards(batch, cfg.reward, cfg.policy, sequence_reward)
+def compute_advantages(batch, cfg, sequence_reward: Tensor, rule: Tensor | None = None
+                       ) -> tuple[EstimatorOutput, Tensor]:
+    """(estimator output, token_rewards) for `cfg.algorithm.estimator`. cfg is the RunConfig; `rule`: the policy's
+    rule reward for dense rewards (build_token_rewards)."""
+    rewards = build_token_rewards(batch, cfg.reward, cfg.policy, sequence_reward, rule)
     out = get_adv_estimator(cfg.algorithm.estimator)(batch, rewards, cfg.algorithm)
     return out, rewards
 

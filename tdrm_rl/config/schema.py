@@ -66,6 +66,12 @@ def _loggers() -> Sequence[str]:
     return LOGGERS
 
 
+def _answer_extractions() -> Sequence[str]:
+    from tdrm_rl.tasks.answers import ANSWER_EXTRACTIONS
+
+    return ANSWER_EXTRACTIONS
+
+
 def _estimators() -> Sequence[str]:
     from tdrm_rl.algos import ADV_ESTIMATORS
 
@@ -98,8 +104,11 @@ class DataConfig:
     task_options: Dict[str, Any] = field(default_factory=dict)  # reasoning_gym: its dataset config's arguments
     # deadline of one answer check (math-verify, reasoning-gym scorer), in a child
     verify_timeout_s: float = knob(5.0, gt=0)
-    # None = tdrm_rl.tasks.prompts.SYSTEM_PROMPT (blank-line steps, \boxed{} answer)
+    # None = tdrm_rl.tasks.prompts.SYSTEM_PROMPT (blank-line steps, \boxed{} answer; a '#### answer' line for gsm8k)
     system_prompt: Optional[str] = None
+    # What every task reads as the final answer (tdrm_rl/tasks/answers.py): boxed (the last \boxed{}) |
+    # last_number | boxed_or_last_number (small models often answer right without the box) | gsm8k ('#### 72')
+    answer_extraction: str = knob("boxed", choices=_answer_extractions)
 
 
 @dataclass
@@ -247,6 +256,10 @@ class RewardConfig:
     normalize: bool = False  # per-source normalisation within each group before the blend
     # none | value_diff | value: PRM step rewards at step-end tokens instead of the blend
     dense: str = knob("none", choices=_dense_modes)
+    # DeepSeek-R1-style format reward: this much is added to the policy's rule reward of a response that gives its
+    # answer in the requested format (\boxed{}, or '####' with data.answer_extraction=gsm8k). 0 = off. The PRM's
+    # TD targets keep the plain 0/1 outcome.
+    format_reward: float = knob(0.0, ge=0)
 
 
 @dataclass
@@ -306,6 +319,12 @@ class ClusterConfig:
     # joining cluster.address / RAY_ADDRESS, or starting a local instance, fails with one line after this long
     connect_timeout_s: float = knob(30.0, gt=0)
     num_gpus: int = knob(0, ge=0)  # GPUs the recipe is sized for (0 = CPU run); checked against the role layout
+    # `tdrm-rl plan` (tdrm_rl/sizing/), which `train` runs before Ray on a GPU layout: the memory of each GPU
+    # (an "80 GB" H100 has 79.6 GiB; H200 140.4), the longest prompt it assumes (tokens, chat template included),
+    # and skip_plan=true to train even where the plan says a GPU cannot hold its processes.
+    gpu_memory_gib: float = knob(79.6, gt=0)
+    plan_prompt_tokens: int = knob(512, ge=1)
+    skip_plan: bool = False
     # GPU layout. colocate: rollout, policy and PRM share each GPU (fractional GPUs; use vLLM sleep mode);
     # otherwise each role gets whole GPUs of its own.
     colocate: bool = False

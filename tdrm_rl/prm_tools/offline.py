@@ -26,7 +26,7 @@ from tdrm_rl.prm_tools.search import PRMPrefixScorer, SearchSettings, step_searc
 from tdrm_rl.prm_tools.smoothness import smoothness, step_token_counts, td_error_by_step
 from tdrm_rl.data.segment import split_steps
 from tdrm_rl.tasks import get_task
-from tdrm_rl.tasks.arith import extract_boxed
+from tdrm_rl.tasks.answers import final_answer
 from tdrm_rl.algos.td import terminal_mask
 from tdrm_rl.rl.tracking import MetricsLogger
 
@@ -37,12 +37,20 @@ PRM_INFO_FILE = "tdrm_prm.json"
 
 # ----- in-process workers ---------------------------------------------------------------------------
 
-def local_rollout_worker(cfg: RunConfig, policy_path: str):
-    from tdrm_rl.workers.rollout.hf import RolloutWorker
+def local_rollout_worker(cfg: RunConfig, policy_path: str, backend: str = "hf"):
+    """A rollout worker in this process: HF generate, or a vLLM engine (backend="vllm", rollout.* settings)."""
+    from tdrm_rl.workers.rollout import rollout_worker_class
 
-    worker = RolloutWorker(cfg, policy_path, num_threads=cfg.trainer.torch_threads)
+    worker = rollout_worker_class(backend)(cfg, policy_path, num_threads=cfg.trainer.torch_threads)
     worker.setup()
     return worker
+
+
+def close_rollout_worker(worker) -> None:
+    """Stop a vLLM worker's engine core process now rather than at interpreter exit (HF: nothing to do)."""
+    llm = getattr(worker, "llm", None)
+    if llm is not None:
+        llm.llm_engine.engine_core.shutdown()
 
 
 def local_prm_worker(cfg: RunConfig, model_path: str, init_from_policy: bool):
@@ -58,29 +66,36 @@ def local_prm_worker(cfg: RunConfig, model_path: str, init_from_policy: bool):
 
 # ----- rollouts ---------------------------------------------------------------------------------------
 
-def sample_rollouts(cfg: RunConfig, rollout, problems: Sequence[Any], n: int, mc_samples: int = 0,
-                    sampling: Optional[dict] = None) -> list[Trajectory]:
-    """N solutions per problem, split into steps, verified; with mc_samples = k, each non-final step
-    prefix is completed k times and `mc_success` counts the completions that reach the answer."""
-    task = get_task(cfg.data)
-    delimiter = cfg.data.step_delimiter
-    sampling = dict(sampling or {})
-    gen = rollout.generate([p.prompt for p in problems], n, sampling)
+def to_trajectories(task: Any, problems: Sequence[Any], gen, n: int, delimiter: str,
+                    outcome: Optional[Sequence[float]] = None) -> list[Trajectory]:
+    """Generated responses (prompt-major, n per problem) as verified trajectories; `outcome` skips re-verifying."""
     records = []
     for j, (pids, rids, text) in enumerate(zip(gen.prompt_ids, gen.response_ids, gen.response_text)):
         prob = problems[j // n]
+        score = task.verify(text, prob.answer) if outcome is None else float(outcome[j])
         records.append(Trajectory(problem_id=j // n, prompt=prob.prompt, answer=prob.answer, response=text,
-                                  prompt_ids=list(pids), response_ids=list(rids),
-                                  steps=split_steps(text, delimiter), outcome=task.verify(text, prob.answer),
-                                  pred=extract_boxed(text)))
-    if mc_samples > 0:
-        add_mc_labels(cfg, rollout, records, mc_samples, sampling)
+                                  prompt_ids=list(pids), response_ids=list(rids), steps=split_steps(text, delimiter),
+                                  outcome=score, pred=final_answer(task, text)))
     return records
 
 
-def add_mc_labels(cfg: RunConfig, rollout, records: list[Trajectory], k: int, sampling: dict) -> None:
+def sample_rollouts(cfg: RunConfig, rollout, problems: Sequence[Any], n: int, mc_samples: int = 0,
+                    sampling: Optional[dict] = None, task: Any = None) -> list[Trajectory]:
+    """N solutions per problem, split into steps, verified; with mc_samples = k, each non-final step
+    prefix is completed k times and `mc_success` counts the completions that reach the answer.
+    `task`: the task the problems came from (tdrm_rl.tasks.prompts.load_prompted_task); None = get_task(cfg.data)."""
+    task = task or get_task(cfg.data)
+    sampling = dict(sampling or {})
+    gen = rollout.generate([p.prompt for p in problems], n, sampling)
+    records = to_trajectories(task, problems, gen, n, cfg.data.step_delimiter)
+    if mc_samples > 0:
+        add_mc_labels(cfg, rollout, records, mc_samples, sampling, task)
+    return records
+
+
+def add_mc_labels(cfg: RunConfig, rollout, records: list[Trajectory], k: int, sampling: dict, task: Any = None) -> None:
     """Fill `mc_success` by completing every non-final step prefix k times (one generate call)."""
-    task = get_task(cfg.data)
+    task = task or get_task(cfg.data)
     tokenizer = rollout.tokenizer
     batch = records_batch(records, tokenizer, cfg.data.step_delimiter)
     prefix_lens = step_prefix_lengths(batch)
@@ -305,9 +320,11 @@ def smoothness_eval(batch: Batch, n: int = 2, gamma: float = 0.8) -> dict[str, A
 
 # ----- search -----------------------------------------------------------------------------------------------
 
-def search_eval(cfg: RunConfig, rollout, prm, problems: Sequence[Any], settings: SearchSettings) -> dict[str, Any]:
-    """Accuracy and generated tokens of PRM-guided step search over `problems`."""
-    task = get_task(cfg.data)
+def search_eval(cfg: RunConfig, rollout, prm, problems: Sequence[Any], settings: SearchSettings,
+                task: Any = None) -> dict[str, Any]:
+    """Accuracy and generated tokens of PRM-guided step search over `problems` (`task`: the one they came from,
+    tdrm_rl.tasks.prompts.load_prompted_task; None = get_task(cfg.data))."""
+    task = task or get_task(cfg.data)
     prompts = [p.prompt for p in problems]
     scorer = PRMPrefixScorer(prm.values, prm.tokenizer, prompts, settings.delimiter)
     t0 = time.perf_counter()

@@ -32,6 +32,7 @@ from tdrm_rl.rl.cores import CoreShare
 from tdrm_rl.rl.metrics import StageTimer, step_metrics
 from tdrm_rl.rl.schedule import PRMSchedule
 from tdrm_rl.tasks.bounded import timeouts_so_far
+from tdrm_rl.tasks.answers import follows_format
 from tdrm_rl.tasks.prompts import PRMView
 from tdrm_rl.workers.group import WorkerGroup
 from tdrm_rl.workers.weight_sync import WeightSync
@@ -207,10 +208,21 @@ class StepStages:
         """Blend rule and PRM rewards into `batch.rewards`, then the estimator's advantages."""
         rc = self.cfg.reward
         prm_score = aggregate_prm(batch.step_logits, batch.step_mask, rc.prm_aggregate, rc.prm_use_logit)
-        batch.rewards = blend_rewards(batch.outcome, prm_score, rc.w_rule, rc.w_prm, batch.group_ids, rc.normalize)
-        estimate, token_rewards = compute_advantages(batch, self.cfg, batch.rewards)
+        rule = self.rule_rewards(batch)
+        batch.rewards = blend_rewards(rule, prm_score, rc.w_rule, rc.w_prm, batch.group_ids, rc.normalize)
+        estimate, token_rewards = compute_advantages(batch, self.cfg, batch.rewards, rule)
         batch.advantages = estimate.advantages
         return prm_score, estimate, token_rewards
+
+    def rule_rewards(self, batch: Batch) -> torch.Tensor:
+        """The policy's rule reward [B]: the 0/1 outcome, plus reward.format_reward for a response in the requested
+        answer format (DeepSeek-R1's format reward). batch.outcome, the PRM's TD target, stays 0/1."""
+        coef = self.cfg.reward.format_reward
+        if coef == 0:
+            return batch.outcome
+        mode = self.cfg.data.answer_extraction
+        follows = torch.tensor([follows_format(t, mode) for t in batch.meta["response_text"]], dtype=torch.float32)
+        return batch.outcome + coef * follows
 
     def update_stage(self, step: int, batch: Batch, prm_batch: Batch,
                      prm_metrics: dict[str, float] | None) -> dict[str, float]:

@@ -15,8 +15,8 @@ from tqdm import tqdm
 from tdrm_rl.config import ConfigError, RunConfig, to_yaml
 from tdrm_rl.data.collate import TokenTexts
 from tdrm_rl.data.sampler import TrainSampler
+from tdrm_rl.evaluation.core import EvalSettings, evaluate_policy
 from tdrm_rl.models.load import resolve_model_path
-from tdrm_rl.models.tokenizer import step_delimiter_problem
 from tdrm_rl.rl.checkpoint import (capture_rng, latest_checkpoint, model_fingerprint, read_state, resolve_resume,
                                    restore_rng, write_checkpoint)
 from tdrm_rl.rl.cores import CoreShare, cpu_cores, thread_split
@@ -25,8 +25,7 @@ from tdrm_rl.rl.schedule import PRMSchedule
 from tdrm_rl.rl.stages import PendingRollout, StepStages
 from tdrm_rl.rl.stop import RunStopped, StopSignals
 from tdrm_rl.rl.tracking import MetricsLogger, summarize_run
-from tdrm_rl.tasks import get_task
-from tdrm_rl.tasks.prompts import PRMView, PromptedTask, same_tokenization
+from tdrm_rl.tasks.prompts import PRMView, load_prompted_task, same_tokenization
 from tdrm_rl.workers.group import RoleError, WorkerDied, WorkerGroup, start_groups
 from tdrm_rl.workers.placement import Placement
 from tdrm_rl.workers.policy import PolicyWorker
@@ -36,21 +35,12 @@ from tdrm_rl.workers.weight_sync import WeightSync
 
 
 def check_inputs(cfg: RunConfig, policy_path: str) -> tuple[Any, Any]:
-    """The task (every data row read and checked) and the policy tokenizer (it must carry the step delimiter).
-
-    Cheap and worker-free: the CLI calls it before starting Ray, so bad input never starts a cluster.
+    """The task as the policy sees it (every data row read and checked; real-problem tasks rendered with the chat
+    template) and the policy tokenizer, which must carry the step delimiter: the one prompt path every command
+    uses (tdrm_rl.tasks.prompts.load_prompted_task). Cheap and worker-free: the CLI calls it before starting Ray,
+    so bad input never starts a cluster.
     """
-    task = get_task(cfg.data)
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(policy_path, "policy"),
-                                              trust_remote_code=cfg.model.trust_remote_code)
-    problem = step_delimiter_problem(tokenizer, cfg.data.step_delimiter)
-    if problem:  # without the delimiter there are no steps for the PRM to score
-        raise ConfigError(f"key 'data.step_delimiter' = {cfg.data.step_delimiter!r} does not fit the tokenizer "
-                          f"of {policy_path}: {problem}")
-    # Real-problem tasks hand out bare questions: render them with the policy's chat template.
-    return PromptedTask(task, tokenizer, cfg.data.system_prompt), tokenizer
+    return load_prompted_task(cfg, policy_path)
 
 
 class RLTrainer(StepStages):
@@ -133,18 +123,13 @@ class RLTrainer(StepStages):
             return None
         if prm_tokenizer.pad_token_id is None:
             prm_tokenizer.pad_token = prm_tokenizer.eos_token
-        return PRMView(prm_tokenizer, self.cfg.data.system_prompt, self.cfg.data.step_delimiter)
+        return PRMView(prm_tokenizer, self.task.system_prompt, self.cfg.data.step_delimiter)
 
     # ----- evaluation and checkpoints -----------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
-        prompts = [p.prompt for p in self.eval_set]
-        answers = [p.answer for p in self.eval_set]
-        greedy = self.generate(prompts, 1, {"temperature": 0.0})
-        out = {"eval/greedy_accuracy": float(self.verify(greedy.response_text, answers).mean())}
-        if self.cfg.trainer.eval_sampled:
-            sampled = self.generate(prompts, 1, {"temperature": self.cfg.rollout.eval_temperature})
-            out["eval/sampled_accuracy"] = float(self.verify(sampled.response_text, answers).mean())
-        return out
+        """Held-out greedy (and sampled) accuracy through the rollout actors: `tdrm-rl eval`'s code path."""
+        temperature = self.cfg.rollout.eval_temperature if self.cfg.trainer.eval_sampled else None
+        return evaluate_policy(self.generate, self.task, self.eval_set, EvalSettings(temperature=temperature)).metrics
 
     def state_dict(self) -> dict[str, Any]:
         """The driver's run state (JSON-able): everything a checkpoint holds besides weights and engines."""

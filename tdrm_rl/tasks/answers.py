@@ -1,4 +1,13 @@
-"""Final answers: `\\boxed{}` extraction and math-verify equivalence, bounded in time.
+"""Final answers: extraction (`data.answer_extraction`), the format reward's check, and math-verify equivalence,
+bounded in time.
+
+Extraction modes (ANSWER_EXTRACTIONS), the same for every task:
+
+    boxed                 the content of the last \\boxed{...} (the default; what the system prompt asks for)
+    last_number           the last number in the response ("... so 8 - 2 = 6" -> "6"; commas dropped)
+    boxed_or_last_number  the \\boxed{} answer if there is one, else the last number: small models often answer
+                          right without the box
+    gsm8k                 the text after the last "####" (GSM8K's answer line "#### 72")
 
 math-verify runs in a checker child process (`tdrm_rl.tasks.bounded`): a check that misses its
 deadline scores 0 and never hangs the caller, whatever thread or Ray actor it runs in.
@@ -6,13 +15,18 @@ deadline scores 0 and never hangs the caller, whatever thread or Ray actor it ru
 
 from __future__ import annotations
 
+import re
 from typing import Any, Optional
 
 from .bounded import CheckerProcess, shared_checker
 
 _BOXED = "\\boxed{"
+_GSM8K_MARK = "####"
 # A final answer longer than this is garbage; checking it would only cost time.
 MAX_ANSWER_CHARS = 1000
+ANSWER_EXTRACTIONS = ("boxed", "last_number", "boxed_or_last_number", "gsm8k")
+# An optional sign, digits with optional thousands commas, an optional decimal part or a /denominator.
+_NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
 
 
 def extract_boxed(response: str) -> Optional[str]:
@@ -31,6 +45,60 @@ def extract_boxed(response: str) -> Optional[str]:
             if depth == 0:
                 return response[i:j]
     return None
+
+
+def extract_last_number(response: str) -> Optional[str]:
+    """The last number in `response` ("1,000" -> "1000", "-3.5", "3/4"), or None. Linear time."""
+    last = None
+    for last in _NUMBER.finditer(response):
+        pass
+    if last is None:
+        return None
+    return last.group(0).replace(",", "").lstrip("+")
+
+
+def extract_gsm8k(response: str) -> Optional[str]:
+    """The rest of the line after the last "####" (commas and a trailing period dropped), or None."""
+    start = response.rfind(_GSM8K_MARK)
+    if start < 0:
+        return None
+    line = response[start + len(_GSM8K_MARK):].split("\n", 1)[0].strip().rstrip(".").replace(",", "")
+    return line or None
+
+
+def extract_answer(response: str, mode: str = "boxed") -> Optional[str]:
+    """The final answer of `response` under extraction `mode` (ANSWER_EXTRACTIONS), or None when it gives none."""
+    if mode == "boxed":
+        return extract_boxed(response)
+    if mode == "last_number":
+        return extract_last_number(response)
+    if mode == "boxed_or_last_number":
+        boxed = extract_boxed(response)
+        return boxed if boxed is not None and boxed.strip() else extract_last_number(response)
+    if mode == "gsm8k":
+        return extract_gsm8k(response)
+    raise ValueError(f"unknown answer extraction {mode!r}; known: {', '.join(ANSWER_EXTRACTIONS)}")
+
+
+def final_answer(task: Any, response: str) -> Optional[str]:
+    """The final answer `task.verify` reads in `response` (its `extract_answer`; \\boxed{} for a task without
+    one), stripped: majority vote groups on it."""
+    extract = getattr(task, "extract_answer", None)
+    pred = extract(response) if extract is not None else extract_boxed(response)
+    return None if pred is None else pred.strip()
+
+
+def follows_format(response: str, mode: str = "boxed") -> bool:
+    """Does `response` give its final answer in the format the prompt asks for (the format reward's check)?
+
+    gsm8k asks for a "#### answer" line; every other mode asks for \\boxed{answer} (the system prompt's
+    request), so a bare last number earns the answer's reward but not the format's.
+    """
+    text = as_text(response)
+    if text is None:
+        return False
+    pred = extract_gsm8k(text) if mode == "gsm8k" else extract_boxed(text)
+    return pred is not None and bool(pred.strip()) and len(pred) <= MAX_ANSWER_CHARS
 
 
 def as_text(value: Any) -> Optional[str]:
@@ -70,13 +138,14 @@ def math_equal(gold: str, pred: str, timeout_s: float = 5.0) -> Optional[bool]:
     return None if result is None else bool(result)
 
 
-def verify_math(response: Any, gold: Any, timeout_s: float = 5.0) -> float:
-    """1.0 if the last \\boxed{} of `response` is math-equivalent to `gold`, else 0.0. Never raises."""
+def verify_math(response: Any, gold: Any, timeout_s: float = 5.0, extraction: str = "boxed") -> float:
+    """1.0 if the final answer of `response` (`extract_answer` under `extraction`) is math-equivalent to `gold`,
+    else 0.0. Never raises."""
     try:
         text, ref = as_text(response), as_text(gold)
         if text is None or ref is None or not ref.strip() or len(ref) > MAX_ANSWER_CHARS:
             return 0.0
-        pred = extract_boxed(text)
+        pred = extract_answer(text, extraction)
         if pred is None or not pred.strip() or len(pred) > MAX_ANSWER_CHARS:
             return 0.0
         if pred.strip() == ref.strip():  # the common case needs no child process
@@ -92,6 +161,7 @@ class SplitMathTask:
     train: list
     heldout: list
     verify_timeout_s: float = 5.0
+    answer_extraction: str = "boxed"
 
     def sample_train(self, n: int, rng: Any) -> list:
         return [self.train[rng.randrange(len(self.train))] for _ in range(n)]
@@ -104,4 +174,8 @@ class SplitMathTask:
         return self.heldout[:n]
 
     def verify(self, response: Any, answer: Any) -> float:
-        return verify_math(response, answer, self.verify_timeout_s)
+        return verify_math(response, answer, self.verify_timeout_s, self.answer_extraction)
+
+    def extract_answer(self, response: str) -> Optional[str]:
+        """The final answer `verify` reads (majority vote groups on it)."""
+        return extract_answer(response, self.answer_extraction)

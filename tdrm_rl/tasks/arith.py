@@ -15,7 +15,7 @@ import random
 import re
 from typing import Any, Optional
 
-from .answers import extract_boxed
+from .answers import extract_answer, extract_boxed
 from .base import Problem
 
 DELIMITER = "\n\n"
@@ -59,7 +59,7 @@ class ArithTask:
     needs_template = False  # its compact prompt is the model input (char-level tiny model)
 
     def __init__(self, num_ops: int, operand_max: int, operators: str = OPERATORS, seed: int = 0,
-                 value_max: int = 99) -> None:
+                 value_max: int = 99, answer_extraction: str = "boxed") -> None:
         if num_ops < 1:
             raise ValueError(f"data.num_ops must be >= 1, got {num_ops}")
         if operand_max < 1:
@@ -73,6 +73,7 @@ class ArithTask:
         self.operators = "".join(sorted(set(operators), key=OPERATORS.index))
         self.seed = seed
         self.value_max = value_max
+        self.answer_extraction = answer_extraction
         self.delimiter = DELIMITER
 
     # ----- generation -------------------------------------------------------------------
@@ -159,8 +160,12 @@ class ArithTask:
     # ----- verification -----------------------------------------------------------------
 
     def verify(self, response: Any, answer: Any) -> float:
-        """1.0 if the last \\boxed{...} in `response` equals the integer `answer`, else 0.0."""
-        return verify(response, answer)
+        """1.0 if the final answer of `response` (the last \\boxed{...} by default) equals the integer `answer`."""
+        return verify(response, answer, self.answer_extraction)
+
+    def extract_answer(self, response: str) -> Optional[str]:
+        """The final answer `verify` reads (majority vote groups on it)."""
+        return extract_answer(response, self.answer_extraction)
 
     def step_labels(self, prompt: str, steps: list[str], answer: Any) -> Optional[list[int]]:
         """Exact step labels (measurement only, never a training signal of a compared method)."""
@@ -190,8 +195,9 @@ def _canonical_int(text: str) -> Optional[str]:
     return ("" if digits == "0" else sign) + digits
 
 
-def verify(response: Any, answer: Any) -> float:
-    """Module-level verifier; never raises, never evaluates text."""
+def verify(response: Any, answer: Any, extraction: str = "boxed") -> float:
+    """Module-level verifier: the final answer (`extract_answer` under `extraction`) as an integer against
+    `answer`. Never raises, never evaluates text."""
     try:
         if isinstance(response, (bytes, bytearray)):
             response = bytes(response).decode("utf-8", errors="replace")
@@ -202,10 +208,10 @@ def verify(response: Any, answer: Any) -> float:
         ref = _canonical_int(str(answer))
         if ref is None:
             return 0.0
-        boxed = extract_boxed(response)
-        if boxed is None:
+        pred = extract_answer(response, extraction)
+        if pred is None:
             return 0.0
-        return 1.0 if _canonical_int(boxed) == ref else 0.0
+        return 1.0 if _canonical_int(pred) == ref else 0.0
     except Exception:  # a verifier must score garbage as wrong, never crash a rollout
         return 0.0
 

@@ -39,8 +39,10 @@ class ChampTask(SplitMathTask):
     name = "champ"
     needs_template = True
 
-    def __init__(self, delimiter: str = "\n\n", verify_timeout_s: float = 5.0) -> None:
+    def __init__(self, delimiter: str = "\n\n", verify_timeout_s: float = 5.0,
+                 answer_extraction: str = "boxed") -> None:
         self.verify_timeout_s = verify_timeout_s
+        self.answer_extraction = answer_extraction
         train, heldout = [], []
         for row in load_champ():
             solution = delimiter.join(row["steps"] + [f"\\boxed{{{row['answer']}}}"])

@@ -176,9 +176,11 @@ class FileTask(SplitMathTask):
 
     def __init__(self, kind: str, path: str, eval_path: Optional[str] = None, fmt: str = "auto",
                  prompt_key: Optional[str] = None, answer_key: Optional[str] = None, on_bad_row: str = "error",
-                 eval_size: int = 500, delimiter: str = "\n\n", verify_timeout_s: float = 5.0) -> None:
+                 eval_size: int = 500, delimiter: str = "\n\n", verify_timeout_s: float = 5.0,
+                 answer_extraction: str = "boxed") -> None:
         self.name = kind
         self.verify_timeout_s = verify_timeout_s
+        self.answer_extraction = answer_extraction
         kw = dict(kind=kind, fmt=fmt, prompt_key=prompt_key, answer_key=answer_key, on_bad_row=on_bad_row,
                   delimiter=delimiter)
         rows, self.skipped_rows = load_problems(path, **kw)

@@ -1,5 +1,8 @@
 """Prompts for real models: chat templates, the system prompt, and the PRM's own view of a batch.
 
+One prompt path: `load_prompted_task(cfg, policy_path)` is the task as the policy sees it, for `train`, `eval`,
+`rollouts`, `search` and the PRM warm-up (`prm-train` and `bon` read the prompt ids a rollouts file recorded).
+
 Tasks with `needs_template = True` hand out bare questions. `PromptedTask` renders them with the
 policy tokenizer's chat template (system + user turn, generation prompt appended), or with a plain
 template when the tokenizer has none. The system prompt asks for steps separated by blank lines
@@ -22,11 +25,21 @@ from tdrm_rl.data.collate import TokenTexts, collate
 
 SYSTEM_PROMPT = ("Solve the problem step by step. Separate consecutive steps with a blank line. "
                  "Finish with the final answer in the form \\boxed{answer}.")
+# data.answer_extraction=gsm8k reads a "#### answer" line, so its prompt asks for one.
+GSM8K_SYSTEM_PROMPT = ("Solve the problem step by step. Separate consecutive steps with a blank line. "
+                       "Finish with a last line of the form #### answer.")
+
+
+def system_prompt_for(system_prompt: Optional[str], answer_extraction: str = "boxed") -> str:
+    """data.system_prompt, or the default that asks for the format `answer_extraction` reads."""
+    if system_prompt is not None:
+        return system_prompt
+    return GSM8K_SYSTEM_PROMPT if answer_extraction == "gsm8k" else SYSTEM_PROMPT
 
 
 def render_prompt(tokenizer: Any, question: str, system_prompt: Optional[str] = None) -> str:
     """The model input for `question`: the chat template when the tokenizer has one, else plain text."""
-    system = SYSTEM_PROMPT if system_prompt is None else system_prompt
+    system = system_prompt_for(system_prompt)
     if getattr(tokenizer, "chat_template", None):
         messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
         try:
@@ -66,6 +79,30 @@ class PromptedTask:
 
     def verify(self, response: Any, answer: Any) -> float:
         return self.task.verify(response, answer)
+
+
+def load_prompted_task(cfg: Any, policy_path: str) -> tuple[PromptedTask, Any]:
+    """The task of `cfg.data` as the policy sees it, and the policy tokenizer: every command's one prompt path.
+
+    Checks that the tokenizer carries the step delimiter (a ConfigError naming the key otherwise): without it
+    there are no steps for the PRM to score. Cheap and worker-free, so commands call it before starting Ray.
+    """
+    from transformers import AutoTokenizer
+
+    from tdrm_rl.config import ConfigError
+    from tdrm_rl.models.load import resolve_model_path
+    from tdrm_rl.models.tokenizer import step_delimiter_problem
+    from tdrm_rl.tasks import get_task
+
+    task = get_task(cfg.data)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(policy_path, "policy"),
+                                              trust_remote_code=cfg.model.trust_remote_code)
+    problem = step_delimiter_problem(tokenizer, cfg.data.step_delimiter)
+    if problem:
+        raise ConfigError(f"key 'data.step_delimiter' = {cfg.data.step_delimiter!r} does not fit the tokenizer "
+                          f"of {policy_path}: {problem}")
+    system = system_prompt_for(cfg.data.system_prompt, cfg.data.answer_extraction)
+    return PromptedTask(task, tokenizer, system), tokenizer
 
 
 def same_tokenization(a: Any, b: Any) -> bool:

@@ -2,8 +2,9 @@
 
 Train and held-out problems come from two differently seeded generators; a train draw whose
 question is also a held-out question is redrawn, so the splits never share a question. The
-response's last `\\boxed{}` is the answer handed to the scorer; a score of 1.0 counts as right
-(reasoning-gym gives partial credit, e.g. 0.01 for a well-formed wrong number: that is wrong here).
+response's final answer (its last `\\boxed{}`, or what `data.answer_extraction` reads) goes to the scorer; a
+score of 1.0 counts as right (reasoning-gym gives partial credit, e.g. 0.01 for a well-formed wrong number: that
+is wrong here).
 Scorers run in a checker child process with a deadline (`tdrm_rl.tasks.bounded`).
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import random
 from typing import Any, Optional
 
-from .answers import MAX_ANSWER_CHARS, as_text, extract_boxed
+from .answers import MAX_ANSWER_CHARS, as_text, extract_answer
 from .base import DataError, Problem
 from .bounded import shared_checker
 
@@ -76,7 +77,7 @@ class ReasoningGymTask:
     needs_template = True
 
     def __init__(self, dataset: str, seed: int = 0, eval_size: int = 500, options: Optional[dict] = None,
-                 verify_timeout_s: float = 5.0) -> None:
+                 verify_timeout_s: float = 5.0, answer_extraction: str = "boxed") -> None:
         rg = _import_reasoning_gym()
         from reasoning_gym.factory import DATASETS
 
@@ -91,6 +92,7 @@ class ReasoningGymTask:
         self.seed = seed
         self.eval_size = eval_size
         self.verify_timeout_s = verify_timeout_s
+        self.answer_extraction = answer_extraction
         try:
             self._train = rg.create_dataset(dataset, seed=seed, size=TRAIN_POOL, **dict(self.options))
         except (TypeError, AssertionError, ValueError) as e:
@@ -133,12 +135,12 @@ class ReasoningGymTask:
         return out
 
     def verify(self, response: Any, answer: Any) -> float:
-        """1.0 if the dataset's scorer gives the last \\boxed{} of `response` full marks, else 0.0. Never raises."""
+        """1.0 if the dataset's scorer gives the final answer of `response` full marks, else 0.0. Never raises."""
         try:
             text = as_text(response)
             if text is None or answer is None:
                 return 0.0
-            pred = extract_boxed(text)
+            pred = self.extract_answer(text)
             if pred is None or len(pred) > MAX_ANSWER_CHARS:
                 return 0.0
             entry = answer.entry if isinstance(answer, GymAnswer) else {"answer": str(answer), "metadata": {}}
@@ -148,3 +150,7 @@ class ReasoningGymTask:
             return 1.0 if score is not None and score >= 1.0 else 0.0
         except Exception:  # a verifier scores garbage as wrong, it never crashes a rollout
             return 0.0
+
+    def extract_answer(self, response: str) -> Optional[str]:
+        """The final answer `verify` hands to the scorer (majority vote groups on it)."""
+        return extract_answer(response, self.answer_extraction)
