@@ -177,10 +177,17 @@ class StepStages:
         batch.outcome = outcome if outcome is not None else self.verify(gen.response_text, batch.meta["answer"])
         return batch
 
+    def free_rollout_gpu(self) -> None:
+        """Colocated with vLLM's sleep mode: the engines sleep before the trainers compute on their GPUs (once a step,
+        and before a checkpoint); the next call on an engine wakes it (workers/rollout/vllm_engine.py)."""
+        if self.cfg.cluster.colocate and self.cfg.rollout.enable_sleep_mode:
+            self.rollout.call("sleep", stage="rollout_sleep")
+
     def score_stage(self, batch: Batch, problems: list) -> Batch:
         """PRM step logits into `batch.step_logits`; old / reference logprobs computed beside them when needed.
         Returns the PRM's view of the batch (the batch itself unless the PRM has its own tokenizer)."""
         cfg = self.cfg
+        self.free_rollout_gpu()  # the first stage this step that runs the trainers
         prm_batch = self.prm_view(batch, problems) if self.prm_view else batch
         policy_calls = {}  # batch field <- policy method
         if cfg.trainer.async_rollout:  # off-policy by a step: ratios against the behaviour policy

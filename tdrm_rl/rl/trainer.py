@@ -163,6 +163,7 @@ class RLTrainer(StepStages):
 
     def save_models(self, folder: str) -> None:
         """HF weights of policy and PRM, and their DeepSpeed engine states (optimizer, scheduler), into `folder`."""
+        self.free_rollout_gpu()  # the saves gather weights on the trainers' GPUs
         for group in (self.policy, self.prm):
             group.run("save", os.path.join(folder, group.role), stage=f"save_{group.role}")
             group.run("save_state", os.path.join(folder, f"{group.role}_engine"), stage=f"save_{group.role}_state")

@@ -104,6 +104,10 @@ class RolloutBackend(BaseWorker, ABC):
         """`sampling` checked against `SAMPLING_KEYS`, defaults from this worker's config."""
         return resolve_sampling(sampling, self.cfg)
 
+    def sleep(self) -> None:
+        """The trainers compute next: a backend sharing their GPU frees it until its next call (vLLM's sleep mode,
+        colocated). Here nothing is held that could be freed."""
+
     @abstractmethod
     def setup(self) -> None:
         """Load the model and tokenizer (`self.tokenizer`); called once, after `__init__`."""

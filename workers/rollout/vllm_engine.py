@@ -81,15 +81,21 @@ class VLLMRolloutWorker(RolloutBackend):
                 worker_extension_cls=EXTENSION,
                 **extra,
             )
-        if rc.enable_sleep_mode:
-            self.sleep()
+        self.sleep()  # colocated: the trainers start next, on this GPU
 
     # ----- sleep / wake (colocated on GPU) -------------------------------------------------------------
     def sleep(self) -> None:
-        """Offload weights to host memory and drop the KV cache, so trainers can use the GPU."""
-        if self.cfg.rollout.enable_sleep_mode and not self.asleep:
-            self.llm.sleep(level=1)
-            self.asleep = True
+        """Offload weights to host memory and drop the KV cache, so the trainers sharing this GPU can use it.
+
+        Only colocated, with rollout.enable_sleep_mode: the driver calls it when the trainers compute next
+        (`StepStages.free_rollout_gpu`), and the next call on the engine wakes it. Calls between (a weight load,
+        then the evaluation's and the next step's generation) run on an engine that stays awake: one sleep/wake
+        cycle per step, where sleeping after every call cost one per call (each copies every weight to the host
+        and back; review F16)."""
+        if self.cfg.rollout.enable_sleep_mode and self.cfg.cluster.colocate and not self.asleep:
+            with self.lock.hold("sleep"):
+                self.llm.sleep(level=1)
+                self.asleep = True
 
     def wake_up(self) -> None:
         if self.asleep:
@@ -111,13 +117,10 @@ class VLLMRolloutWorker(RolloutBackend):
 
     @contextmanager
     def awake(self, what: str) -> Iterator[None]:
-        """Hold the weights lock and keep the engine awake for one call, then let it sleep again."""
+        """Hold the weights lock for one call on an awake engine (woken if asleep; it stays awake after)."""
         with self.lock.hold(what):
             self.wake_up()
-            try:
-                yield
-            finally:
-                self.sleep()
+            yield
 
     # ----- generation ----------------------------------------------------------------------------------
     def sampling_params(self, s: Sampling, n: int) -> Any:
