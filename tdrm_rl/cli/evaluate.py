@@ -41,7 +41,7 @@ def add_eval_parser(sub: Any, recipe_command: Any, prepare: Any) -> None:
     p.add_argument("--prm", default=None, metavar="PATH",
                    help="also PRM-reranked Best-of-N: a PRM folder, a checkpoint or a run folder (its prm/)")
     p.add_argument("--agg", default="min,last", help="PRM step-value aggregations for --prm (default min,last)")
-    p.add_argument("--out", default="runs/eval", help="output directory (default runs/eval)")
+    p.add_argument("--out", default=None, help="output directory (default: RUN/eval for a run folder, else runs/eval)")
 
 
 def _temperature(text: str) -> float:
@@ -91,6 +91,7 @@ def cmd_eval(args: argparse.Namespace, cfg: RunConfig, prepare: Any) -> int:
     aggs = _aggregations(args.agg) if args.prm else []
     prm_path = resolve_prm(args.prm) if args.prm else None
     source = resolve_model_source(cfg.model.policy_path)  # a run folder or a checkpoint -> its policy/
+    out = args.out or (os.path.join(source.run, "eval") if source.run else os.path.join("runs", "eval"))
     cfg.model.policy_path = source.policy
     prepare(cfg)  # model names resolved, explicit folders checked: one line if unusable
     set_cpu_defaults(cfg.trainer.torch_threads)
@@ -118,8 +119,8 @@ def cmd_eval(args: argparse.Namespace, cfg: RunConfig, prepare: Any) -> int:
         bon = best_of_n(batch, result.sampled_outcome, aggs)
     report = eval_report(cfg, args, source.checkpoint or policy_path, task, problems, temperature, result, bon,
                          prm_path, time.perf_counter() - t0)
-    write_outputs(args.out, cfg, task, problems, result, report)
-    print(eval_table(report) + f"\n\n-> {args.out}/eval.json, greedy.jsonl, samples.jsonl")
+    write_outputs(out, cfg, task, problems, result, report)
+    print(eval_table(report) + f"\n\n-> {out}/eval.json, greedy.jsonl, samples.jsonl")
     return 0
 
 

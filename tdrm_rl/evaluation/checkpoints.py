@@ -26,11 +26,12 @@ class ModelSource:
     policy: Optional[str]  # the policy's HF folder (None: the embedded warm start)
     prm: Optional[str] = None  # the PRM saved beside it, when the path named a checkpoint or a run
     checkpoint: Optional[str] = None  # the checkpoint folder it came from
+    run: Optional[str] = None  # the run folder, when the path named one
 
 
-def _from_checkpoint(ckpt: str) -> ModelSource:
+def _from_checkpoint(ckpt: str, run: Optional[str] = None) -> ModelSource:
     prm = os.path.join(ckpt, "prm")
-    return ModelSource(os.path.join(ckpt, "policy"), prm if os.path.isdir(prm) else None, ckpt)
+    return ModelSource(os.path.join(ckpt, "policy"), prm if os.path.isdir(prm) else None, ckpt, run)
 
 
 def resolve_model_source(path: Optional[str]) -> ModelSource:
@@ -45,5 +46,5 @@ def resolve_model_source(path: Optional[str]) -> ModelSource:
             raise CheckpointNotFound(f"{path} is a run folder with no complete checkpoint under "
                                      f"{checkpoint_root(path)} (a run writes one at its end, or every "
                                      "trainer.save_every steps)")
-        return _from_checkpoint(ckpt)
+        return _from_checkpoint(ckpt, path)
     return ModelSource(path)

@@ -120,15 +120,9 @@ def summary_line(s: dict[str, Any], path: str, reused: bool) -> str:
 
 def _draw_problems(cfg: RunConfig, policy_path: str) -> list[Any]:
     """prm_warmup.problems training problems (rendered with the policy's chat template where the task needs one)."""
-    from transformers import AutoTokenizer
+    from tdrm_rl.tasks.prompts import load_prompted_task
 
-    from tdrm_rl.models.load import resolve_model_path
-    from tdrm_rl.tasks import get_task
-    from tdrm_rl.tasks.prompts import PromptedTask
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(policy_path, "policy"),
-                                              trust_remote_code=cfg.model.trust_remote_code)
-    task = PromptedTask(get_task(cfg.data), tokenizer, cfg.data.system_prompt)
+    task, _ = load_prompted_task(cfg, policy_path)  # train's prompt path
     return task.sample_train(cfg.prm_warmup.problems, random.Random(f"prm-warmup-{cfg.trainer.seed}"))
 
 

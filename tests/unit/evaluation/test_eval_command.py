@@ -25,11 +25,12 @@ MINI = ["data.num_ops=1", "data.operand_max=5", "data.eval_size=12", "model.hidd
 SAMPLES = 4
 
 
-def run_eval(out, cache, *extra, flags=()):
+def run_eval(out, cache, *extra, flags=(), default_out=None):
+    """`tdrm-rl eval` with --out `out` (None: its default, which must be `default_out`); returns eval.json."""
     code = main(["eval", RECIPE, *MINI, f"model.cache_dir={cache}", *extra, "--samples", str(SAMPLES),
-                 "--out", str(out), *flags])
+                 *(["--out", str(out)] if out else []), *flags])
     assert code == 0
-    return json.load(open(os.path.join(out, "eval.json")))
+    return json.load(open(os.path.join(out or default_out, "eval.json")))
 
 
 def read_lines(path):
@@ -128,7 +129,7 @@ def test_a_run_folder_means_its_newest_complete_checkpoint(default_eval, cache, 
     write_checkpoint(str(run), 2, {}, lambda d: shutil.copytree(base["checkpoint"], os.path.join(d, "policy")), "",
                      keep=0)
     os.makedirs(run / "checkpoints" / "step_000003" / "policy")  # no COMPLETE marker: a write cut short
-    report = run_eval(tmp_path / "e", cache, f"model.policy_path={run}")
+    report = run_eval(None, cache, f"model.policy_path={run}", default_out=run / "eval")  # beside the run's metrics
     assert report["checkpoint"] == str(run / "checkpoints" / "step_000002")
     assert report["greedy_accuracy"] == base["greedy_accuracy"]
 
