@@ -37,17 +37,20 @@ def byte_symbol(b: int) -> str:
     return chr(256 + shifted.index(b))
 
 
-def char_vocab() -> dict[str, int]:
-    """The fixed vocabulary: special tokens, the delimiter, "\\n", then printable ASCII."""
+def char_vocab(vocab_size: int = 0) -> dict[str, int]:
+    """The fixed vocabulary: special tokens, the delimiter, "\\n", then printable ASCII; then, up to `vocab_size`
+    entries, fillers `<x0>`, `<x1>`, ... that no text encodes to (a model of a real shape, e.g. Qwen2.5's 151,936)."""
     nl = byte_symbol(ord("\n"))
     symbols = list(SPECIAL_TOKENS) + [nl + nl, nl] + [byte_symbol(c) for c in range(32, 127)]
+    symbols += [f"<x{i}>" for i in range(max(0, vocab_size - len(symbols)))]
     return {s: i for i, s in enumerate(symbols)}
 
 
-def build_char_tokenizer() -> PreTrainedTokenizerFast:
-    """Build the char-level tokenizer; decode(encode(text)) == text for printable ASCII + "\\n"."""
+def build_char_tokenizer(vocab_size: int = 0) -> PreTrainedTokenizerFast:
+    """Build the char-level tokenizer; decode(encode(text)) == text for printable ASCII + "\\n". With `vocab_size`,
+    the vocabulary is padded to that size (see `char_vocab`); text encodes to the same ids either way."""
     nl = byte_symbol(ord("\n"))
-    core = Tokenizer(models.BPE(vocab=char_vocab(), merges=[(nl, nl)], unk_token=UNK_TOKEN))
+    core = Tokenizer(models.BPE(vocab=char_vocab(vocab_size), merges=[(nl, nl)], unk_token=UNK_TOKEN))
     core.pre_tokenizer = pre_tokenizers.Sequence([
         # "isolated" keeps every match as its own piece, so no character is ever dropped.
         pre_tokenizers.Split(Regex(_SPLIT_PATTERN), behavior="isolated"),
