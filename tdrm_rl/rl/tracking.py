@@ -19,6 +19,7 @@ import os
 from typing import Any
 
 LOGGERS = ("jsonl", "tensorboard", "wandb", "console")
+COMMAND_FILE = "command.json"  # how `tdrm-rl train` started the run (write_run_command)
 # wandb.init waits this long for its service process before failing (wandb's own default is 90 s).
 WANDB_INIT_TIMEOUT_S = 90.0
 
@@ -193,6 +194,21 @@ def _plain(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v
+
+
+def write_run_command(output_dir: str, command: str, recipe: str | None, overrides: list[str]) -> None:
+    """Record how a run was started (command.json: the recipe and overrides): `tdrm-rl export` names them."""
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, COMMAND_FILE), "w") as f:
+        json.dump({"command": command, "recipe": recipe, "overrides": list(overrides)}, f, indent=2)
+
+
+def read_run_command(run_dir: str) -> dict[str, Any] | None:
+    path = os.path.join(run_dir, COMMAND_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
 def read_metrics(path: str) -> list[dict[str, Any]]:
