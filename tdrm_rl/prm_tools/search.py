@@ -18,6 +18,7 @@ import torch
 from tdrm_rl.data.batch import Batch
 from tdrm_rl.data.collate import TokenTexts, collate
 from tdrm_rl.models.generation import Generated
+from tdrm_rl.models.tokenizer import encode_prompts
 from tdrm_rl.algos.td import terminal_mask
 
 __all__ = ["SearchSettings", "Node", "SearchResult", "step_search", "PRMPrefixScorer"]
@@ -134,7 +135,7 @@ class PRMPrefixScorer:
                  delimiter: str = "\n\n") -> None:
         self.prm_values = prm_values
         self.tokenizer = tokenizer
-        self.prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        self.prompt_ids = encode_prompts(tokenizer, list(prompts))  # the ids generate() starts from
         self.token_texts = TokenTexts(tokenizer)
         self.delimiter = delimiter
 

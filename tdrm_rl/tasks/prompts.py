@@ -22,6 +22,7 @@ from typing import Any, Optional, Sequence
 
 from tdrm_rl.data.batch import Batch
 from tdrm_rl.data.collate import TokenTexts, collate
+from tdrm_rl.models.tokenizer import encode_prompts
 
 SYSTEM_PROMPT = ("Solve the problem step by step. Separate consecutive steps with a blank line. "
                  "Finish with the final answer in the form \\boxed{answer}.")
@@ -134,7 +135,7 @@ class PRMView:
         texts = batch.meta["response_text"]
         groups = batch.group_ids.tolist()
         prompts = [self.prompt_text(problems[g]) for g in groups]
-        prompt_ids = tok(prompts, add_special_tokens=False)["input_ids"]
+        prompt_ids = encode_prompts(tok, prompts)  # the PRM's own BOS, once, as generation would give it
         response_ids = tok(list(texts), add_special_tokens=False)["input_ids"]
         out = collate(prompt_ids, response_ids, groups, self.token_texts, pad_id=tok.pad_token_id,
                       delimiter=self.delimiter, meta=dict(batch.meta))

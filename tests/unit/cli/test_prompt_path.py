@@ -14,6 +14,7 @@ from tdrm_rl.cli.main import main
 from tdrm_rl.config import load_config
 from tdrm_rl.models.tokenizer import build_char_tokenizer, byte_symbol, char_vocab
 from tdrm_rl.tasks.prompts import SYSTEM_PROMPT
+from tests.conftest import bos_char_tokenizer
 from tests.unit.conftest import save_tiny_policy
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
@@ -24,14 +25,23 @@ COMMON = ["rollout.max_new_tokens=6", "trainer.torch_threads=1", "trainer.progre
           "prm.micro_batch_size=4"]
 
 
-@pytest.fixture(scope="module")
-def templated_policy(tmp_path_factory):
-    """A tiny policy whose tokenizer has a chat template, as a real instruct model's does."""
-    path = save_tiny_policy(str(tmp_path_factory.mktemp("templated")))
-    tok = build_char_tokenizer()
-    tok.chat_template = TEMPLATE
+def templated_policy(folder, bos: bool):
+    """A tiny policy whose tokenizer has a chat template, as a real instruct model's does; with `bos`, one whose
+    template writes <bos> and whose pipeline adds it too (as R1-Distill's: a second BOS must not appear)."""
+    path = save_tiny_policy(str(folder))
+    if bos:
+        tok = bos_char_tokenizer()
+    else:
+        tok = build_char_tokenizer()
+        tok.chat_template = TEMPLATE
     tok.save_pretrained(path)
     return path
+
+
+def rendered(question: str, bos: bool) -> str:
+    if bos:
+        return f"<bos>system: {SYSTEM_PROMPT}\nuser: {question}\nassistant:"
+    return f"<system>{SYSTEM_PROMPT}\n<user>{question}\n<assistant>"
 
 
 @pytest.fixture(scope="module")
@@ -107,13 +117,15 @@ def ids_per_command(tmp_path, overrides, policy):
     return out
 
 
-def test_a_templated_model_gets_the_same_chat_prompt_from_every_command(tmp_path, templated_policy, problems_file):
-    overrides = ["data.task=jsonl", f"data.path={problems_file}", f"model.policy_path={templated_policy}"]
-    got = ids_per_command(tmp_path, overrides, templated_policy)
-    tok = build_char_tokenizer()
+@pytest.mark.parametrize("bos", [False, True], ids=["template", "template-with-bos"])
+def test_a_templated_model_gets_the_same_chat_prompt_from_every_command(tmp_path, problems_file, bos):
+    policy = templated_policy(tmp_path / "policy", bos)
+    overrides = ["data.task=jsonl", f"data.path={problems_file}", f"model.policy_path={policy}"]
+    got = ids_per_command(tmp_path, overrides, policy)
+    tok = bos_char_tokenizer() if bos else build_char_tokenizer()
     # problem 0 and 1 of the held-out rows (the last data.eval_size rows): the template around the bare question
-    expected = [tok(f"<system>{SYSTEM_PROMPT}\n<user>What is {i} + {i}?\n<assistant>",
-                    add_special_tokens=False)["input_ids"] for i in (5, 6)]
+    expected = [tok(rendered(f"What is {i} + {i}?", bos), add_special_tokens=False)["input_ids"] for i in (5, 6)]
+    assert [e.count(tok.bos_token_id) for e in expected] == [int(bos)] * 2
     for command, ids in got.items():
         assert ids == expected, command
 
