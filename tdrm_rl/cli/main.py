@@ -9,6 +9,9 @@ import os
 import sys
 from typing import Any, Callable
 
+from tdrm_rl.cli.plan import DESCRIPTION as PLAN_DESCRIPTION
+from tdrm_rl.cli.plan import HELP as PLAN_HELP
+from tdrm_rl.cli.plan import cmd_plan
 from tdrm_rl.cli.runtime import ClusterError, check_cluster, init_ray, resolve_output_dir, set_runtime_defaults
 from tdrm_rl.config import ConfigError, RunConfig, load_config, to_yaml
 
@@ -53,6 +56,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace, cfg: RunConfig) -> int:
+    from tdrm_rl.sizing import check_plan
+
+    check_plan(cfg, source=args.recipe)  # a GPU layout that cannot hold its processes: one line, before anything
     # An absolute trainer.output_dir, fixed on the driver for every actor (none inside a Ray job's working dir).
     print(f"tdrm-rl train: {resolve_output_dir(cfg)}", flush=True)
     from tdrm_rl.rl.tracking import write_run_command
@@ -179,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--step", type=int, default=None, help="the checkpoint of this RL step (default: the newest)")
     export.set_defaults(handler=None, run=cmd_export)
 
+    recipe_command(sub, "plan", cmd_plan, help=PLAN_HELP, description=PLAN_DESCRIPTION)
     recipe_command(sub, "config", cmd_config, help="print the fully resolved config of a recipe (every field and "
                    "default)", description="Resolve a recipe with its `extends` chain and overrides, check it, and "
                    "print it as YAML.", recipe_help="recipe YAML")
