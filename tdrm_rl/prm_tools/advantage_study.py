@@ -83,7 +83,10 @@ def advantage_composition(rows: Iterable[dict[str, Any]], w_rule: float, w_prm: 
                 acc[(name, kind, "corr_sound_prefix")].append(c)
     out: dict[str, dict[str, Any]] = {}
     for (name, kind, metric), xs in acc.items():
-        out.setdefault(name, {"groups": dict(counts)}).setdefault(kind, {})[metric] = sum(xs) / len(xs)
+        entry = out.setdefault(name, {"groups": dict(counts)}).setdefault(kind, {})
+        entry[metric] = sum(xs) / len(xs)
+        if metric == "corr_sound_prefix":
+            entry["corr_groups"] = len(xs)  # groups whose advantages and sound prefixes both vary
     return out
 
 
@@ -95,7 +98,7 @@ def _table(study: dict[str, dict[str, Any]]) -> str:
         for kind in ("all_wrong", "all_right", "mixed"):
             m = kinds.get(kind, {})
             lines.append(f"| {name} | {kind} ({kinds['groups'].get(kind, 0)}) | {fmt(m.get('abs_adv'))} | "
-                         f"{fmt(m.get('corr_sound_prefix'))} | {fmt(m.get('right_above_wrong'))} | "
+                         f"{fmt(m.get('corr_sound_prefix'))} ({m.get('corr_groups', 0)} groups) | {fmt(m.get('right_above_wrong'))} | "
                          f"{fmt(m.get('rule_share'))} |")
     return "\n".join(lines)
 
