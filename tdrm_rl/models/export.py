@@ -64,6 +64,10 @@ def read_run_config(path: str) -> Any:
 
 
 # ----- held-out numbers --------------------------------------------------------------------------------------
+# eval.json (`tdrm-rl eval`) keys the card shows: accuracies and the pass@k / maj@k / PRM bon@k curves.
+EVAL_JSON_METRICS = ("greedy_accuracy", "sampled_accuracy", "pass@k", "maj@k", "bon@k")
+
+
 def _flat_numbers(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
     out: dict[str, float] = {}
     for k, v in d.items():
@@ -74,9 +78,9 @@ def _flat_numbers(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
     return out
 
 
-def eval_numbers(run_dir: str, step: int) -> dict[str, Any]:
-    """What the run measured on held-out problems: the warm start's evaluation (step 0), the latest one at or
-    before `step` (from metrics.jsonl), and every number of the run's eval.json (`tdrm-rl eval`) if it has one."""
+def eval_numbers(run_dir: str, step: int, ckpt: str) -> dict[str, Any]:
+    """What the run measured on held-out problems: the warm start's evaluation (step 0) and the latest one at or
+    before `step` (metrics.jsonl), and `tdrm-rl eval`'s eval.json (RUN/eval/, or RUN/) when it measured `ckpt`."""
     rows: list[tuple[int, dict[str, float]]] = []
     metrics = os.path.join(run_dir, "metrics.jsonl")
     if os.path.isfile(metrics):
@@ -85,12 +89,19 @@ def eval_numbers(run_dir: str, step: int) -> dict[str, Any]:
             if evals and row["step"] <= step:
                 rows.append((row["step"], evals))
     found: dict[str, Any] = {"rows": [r for r in rows if r[0] == 0] + ([rows[-1]] if rows and rows[-1][0] else [])}
-    for where in (os.path.join(run_dir, "eval.json"),):
-        if os.path.isfile(where):
-            with open(where) as f:
-                data = json.load(f)
-            found["eval_json"] = (where, _flat_numbers(data) if isinstance(data, dict) else {},
-                                  data.get("checkpoint") if isinstance(data, dict) else None)
+    for where in (os.path.join(run_dir, "eval", "eval.json"), os.path.join(run_dir, "eval.json")):
+        if not os.path.isfile(where):
+            continue
+        with open(where) as f:
+            data = json.load(f)
+        measured = data.get("checkpoint") if isinstance(data, dict) else None
+        if measured and os.path.abspath(measured) != os.path.abspath(ckpt):
+            found["eval_json_other"] = (where, measured)
+        elif isinstance(data, dict):
+            numbers = _flat_numbers({k: v for k, v in data.items() if k in EVAL_JSON_METRICS})
+            found["eval_json"] = (where, numbers, {k: data.get(k) for k in ("task", "problems", "samples",
+                                                                            "temperature", "command")})
+        break
     return found
 
 
@@ -186,7 +197,7 @@ def export_run(run_dir: str, out: str, step: int | None = None) -> dict[str, Any
                                                                         trust_remote_code=cfg.model.trust_remote_code))
                 for role in _ROLES}  # the PRM reads prompts in its own tokenizer's template
     facts = {"run_dir": os.path.abspath(run_dir), "step": step, "cfg": cfg, "command": read_run_command(run_dir),
-             "evals": eval_numbers(run_dir, step), "out": os.path.abspath(out),
+             "evals": eval_numbers(run_dir, step, ckpt), "out": os.path.abspath(out),
              "checkpoint": os.path.abspath(ckpt)}
     with atomic_dir(out) as tmp:
         added = {}

@@ -59,11 +59,16 @@ def eval_section(facts: dict[str, Any]) -> str:
     else:
         parts.append("The run logged no held-out evaluation at or before this step.")
     if "eval_json" in evals:
-        where, numbers, ckpt = evals["eval_json"]
+        where, numbers, about = evals["eval_json"]
         if numbers:
-            rows = [[k, f"{v:.4g}"] for k, v in sorted(numbers.items())]
-            parts.append(f"`tdrm-rl eval` ({where}" + (f", checkpoint `{ckpt}`" if ckpt else "") + "):\n\n"
-                         + _table(["metric", "value"], rows))
+            on = ", ".join(f"{k} {about[k]}" for k in ("task", "problems", "samples", "temperature")
+                           if about.get(k) is not None)
+            parts.append(f"`tdrm-rl eval` of this checkpoint ({where}" + (f"; {on}" if on else "") + "):\n\n"
+                         + _table(["metric", "value"], [[k, f"{v:.4g}"] for k, v in sorted(numbers.items())])
+                         + (f"\n\nReproduce: `{about['command']}`" if about.get("command") else ""))
+    elif "eval_json_other" in evals:
+        where, measured = evals["eval_json_other"]
+        parts.append(f"({where} measured another checkpoint, `{measured}`: not shown.)")
     return "\n\n".join(parts)
 
 
@@ -76,7 +81,7 @@ def policy_card(facts: dict[str, Any], chat_template_added: bool) -> str:
     cfg, example = facts["cfg"], facts["example"]
     name = os.path.basename(facts["run_dir"].rstrip("/"))
     path = os.path.join(facts["out"], "policy")
-    messages = json.dumps(example["messages"], ensure_ascii=False) if example else '[{"role": "user", "content": "..."}]'
+    messages = json.dumps(example["messages"] if example else [{"role": "user", "content": "..."}], ensure_ascii=False)
     max_tokens = cfg.rollout.max_new_tokens
     text = [_front_matter(["tdrm-rl", "reinforcement-learning", cfg.algorithm.estimator, "process-reward-model"],
                           "text-generation"),

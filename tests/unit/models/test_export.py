@@ -60,8 +60,11 @@ def build_run(root: str, readout: str) -> str:
             torch.save({"optimizer": 1}, os.path.join(folder, "policy_engine", "state.pt"))
 
         write_checkpoint(run, step, {"weights_version": step}, save_models, to_yaml(cfg), keep=0)
-    with open(os.path.join(run, "eval.json"), "w") as f:
-        json.dump({"checkpoint": "checkpoints/step_000004", "greedy": {"accuracy": 0.6}, "pass_at_8": 0.9}, f)
+    os.makedirs(os.path.join(run, "eval"))  # where `tdrm-rl eval RECIPE model.policy_path=RUN` writes eval.json
+    with open(os.path.join(run, "eval", "eval.json"), "w") as f:
+        json.dump({"checkpoint": os.path.join(run, "checkpoints", "step_000004"), "task": "arith", "problems": 64,
+                   "samples": 8, "greedy_accuracy": 0.6, "pass@k": {"1": 0.5, "8": 0.9}, "seconds": 12.5,
+                   "command": "tdrm-rl eval recipes/grpo_tdrm.yaml --samples=8"}, f)
     return run
 
 
@@ -123,7 +126,9 @@ def test_model_card_names_the_recipe_and_the_runs_numbers(exported):
     assert "| 0 (warm start) | 0.25 | 0.125 |" in card
     assert "| 4 (this checkpoint) | 0.625 | 0.3125 |" in card
     assert "| 2 " not in card  # the warm start and this checkpoint, not every evaluation
-    assert "| greedy/accuracy | 0.6 |" in card and "| pass_at_8 | 0.9 |" in card  # eval.json
+    assert "| greedy_accuracy | 0.6 |" in card and "| pass@k/8 | 0.9 |" in card  # eval.json
+    assert "task arith, problems 64, samples 8" in card and "seconds" not in card
+    assert "Reproduce: `tdrm-rl eval recipes/grpo_tdrm.yaml --samples=8`" in card
     assert "checkpoints/step_000004" in card
     assert f"LLM(model={os.path.join(out, 'policy')!r})" in card
 
@@ -138,6 +143,7 @@ def test_step_picks_an_older_checkpoint_and_its_numbers(exported, tmp_path):
     assert all(torch.equal(got[k], v) for k, v in expected.items())
     card = open(os.path.join(out, "policy", "README.md")).read()
     assert "| 2 (this checkpoint) | 0.5 | 0.25 |" in card and "0.625" not in card
+    assert "measured another checkpoint" in card and "pass@k" not in card  # eval.json was of step 4
 
 
 BLOCK_TDRM = """import importlib.abc, sys
