@@ -23,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(ROOT, "recipes", "grpo_tdrm.yaml")
 # The recipe's shape: 16 prompts x G=8 = 128 trajectories, 96 new tokens. The SFT warm start is shorter
 # than the recipe's (150 steps, as in the e2e tests): the benchmark needs a policy that answers, not a good one.
-OVERRIDES = ["sft.steps=150", "trainer.progress=false", "trainer.tensorboard=false"]
+OVERRIDES = ["sft.steps=150", "trainer.progress=false", "trainer.loggers=[jsonl]"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -91,7 +91,7 @@ def run_paper(recipe: str, overrides: list[str], plan: PaperPlan, report_dir: st
 
     t_start = time.perf_counter()
     timer = Timer()
-    base = [*plan.sft_overrides, *overrides, "trainer.progress=false", "trainer.tensorboard=false"]
+    base = [*plan.sft_overrides, *overrides, "trainer.progress=false", "trainer.loggers=[jsonl]"]
     methods = METHODS + (ABLATIONS if plan.ablations else ())
     prm_recipe = check_prm_recipe(recipe, base, methods)
     cfg0 = _cfg(recipe, base)

@@ -15,7 +15,7 @@ from tdrm_rl.config import load_config
 from tdrm_rl.rl.trainer import RLTrainer
 
 # Lean: evaluate only at the start and the end, no sampled eval, no tensorboard.
-LEAN = ["trainer.total_steps=3", "trainer.eval_every=3", "trainer.eval_sampled=false", "trainer.tensorboard=false"]
+LEAN = ["trainer.total_steps=3", "trainer.eval_every=3", "trainer.eval_sampled=false", "trainer.loggers=[jsonl]"]
 
 CASES = {
     # estimator, PRM schedule, extra options exercised on the way

@@ -26,7 +26,7 @@ from tdrm_rl.workers.base import BaseWorker
 from tdrm_rl.workers.group import RoleError, WorkerGroup
 
 # Deterministic and small: one torch thread per worker, few eval problems, no TensorBoard.
-FAST = TINY + ["data.eval_size=8", "trainer.torch_threads=1", "trainer.tensorboard=false"]
+FAST = TINY + ["data.eval_size=8", "trainer.torch_threads=1", "trainer.loggers=[jsonl]"]
 # Metrics that are wall-clock measurements, not results.
 TIMING_PREFIXES = ("timing_s/", "throughput/")
 
@@ -262,7 +262,7 @@ def test_killed_actors_are_restarted_and_the_run_completes(ray_local, tmp_path, 
     """The rollout actor dies in step 2 (restart, reload weights, retry the step); the policy actor dies in step 3
     (restart, the run goes back to the step-2 checkpoint and redoes step 3). All steps complete."""
     cfg = tiny_config(tmp_path, tiny_cache, "trainer.total_steps=3", "trainer.save_every=1", "trainer.eval_every=100",
-                      "data.eval_size=4", "trainer.torch_threads=1", "trainer.tensorboard=false")
+                      "data.eval_size=4", "trainer.torch_threads=1", "trainer.loggers=[jsonl]")
     trainer = RLTrainer(cfg, tiny_policy)
     rollout_pid, policy_pid = trainer.rollout.run_rank0("pid"), trainer.policy.run_rank0("pid")
     out = cfg.trainer.output_dir

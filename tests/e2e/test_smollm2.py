@@ -67,7 +67,7 @@ def test_smollm2_recipe_trains_one_rl_step(ray_local, smollm2, smollm2_cache, tm
     # engine's start is covered by the weight-sync tests; the recipe's full-size vLLM run is in the README.
     cfg = load_config(RECIPE, ["rollout.backend=hf", "trainer.total_steps=1", "trainer.eval_every=1",
                                "data.eval_size=4", "rollout.prompts_per_step=2", "rollout.group_size=2",
-                               "rollout.max_new_tokens=48", "trainer.progress=false", "trainer.tensorboard=false",
+                               "rollout.max_new_tokens=48", "trainer.progress=false", "trainer.loggers=[jsonl]",
                                "trainer.save_every=-1",  # a SmolLM2 checkpoint with engine state is ~4.5 GB
                                f"model.cache_dir={smollm2_cache}", f"trainer.output_dir={tmp_path}/run"])
     resolve_models(cfg)
