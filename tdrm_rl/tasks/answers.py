@@ -16,9 +16,10 @@ deadline scores 0 and never hangs the caller, whatever thread or Ray actor it ru
 from __future__ import annotations
 
 import re
+import time
 from typing import Any, Optional
 
-from .bounded import CheckerProcess, shared_checker
+from .bounded import TIMED_OUT, CheckerProcess, shared_checker
 
 _BOXED = "\\boxed{"
 _GSM8K_MARK = "####"
@@ -112,8 +113,9 @@ def as_text(value: Any) -> Optional[str]:
     return None
 
 
-def math_equal_in_child(gold: str, pred: str, inner_timeout: int) -> bool:
-    """math-verify on one pair. Runs in the checker child's main thread, where its signal timeouts work."""
+def math_equal_in_child(gold: str, pred: str, inner_timeout: int) -> bool | str:
+    """math-verify on one pair. Runs in the checker child's main thread, where its signal timeouts work; a
+    comparison that ran into their limit reports TIMED_OUT, counted like the child's deadline."""
     from math_verify import parse, verify
 
     gold_parsed = parse(gold, parsing_timeout=inner_timeout)
@@ -122,7 +124,10 @@ def math_equal_in_child(gold: str, pred: str, inner_timeout: int) -> bool:
     pred_parsed = parse(f"{_BOXED}{pred}}}", parsing_timeout=inner_timeout)
     if not gold_parsed or not pred_parsed:
         return False
-    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=inner_timeout))
+    start = time.monotonic()
+    same = bool(verify(gold_parsed, pred_parsed, timeout_seconds=inner_timeout))
+    # math-verify's alarm ends a comparison at inner_timeout and answers False (it only logs the timeout)
+    return TIMED_OUT if not same and time.monotonic() - start >= inner_timeout else same
 
 
 def math_checker(timeout_s: float = 5.0) -> CheckerProcess:

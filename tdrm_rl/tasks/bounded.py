@@ -28,6 +28,9 @@ from typing import Any, Callable, Optional
 
 # The child imports its checker's libraries (sympy, math-verify) lazily: slow on a loaded machine.
 START_TIMEOUT_S = 120.0
+# What a checker returns when its own time limit ended the check (math-verify's signal alarm): counted in
+# `timeouts` with the deadline's cut-offs, and the call returns None.
+TIMED_OUT = "timed out"
 
 
 def serve() -> None:
@@ -88,7 +91,7 @@ class CheckerProcess:
             raise ValueError(f"checker timeout must be > 0 seconds, got {timeout_s}")
         self.timeout_s = float(timeout_s)
         self.warmup = warmup  # a call made right after start, outside the deadline (library imports)
-        self.timeouts = 0  # calls that hit the deadline (their child was killed)
+        self.timeouts = 0  # calls cut off by the deadline (their child was killed) or by the checker's own limit
         self.starts = 0
         self._proc: Optional[subprocess.Popen] = None
         self._lock = threading.Lock()
@@ -120,7 +123,7 @@ class CheckerProcess:
             return False
 
     def call(self, fn: Callable, *args: Any) -> Any:
-        """`fn(*args)` in the child (JSON-able result), or None on deadline, error or child death."""
+        """`fn(*args)` in the child (JSON-able result), or None on deadline, TIMED_OUT, error or child death."""
         with self._lock:
             if self._proc is None or self._proc.poll() is not None:
                 self._proc = self._start()
@@ -131,7 +134,11 @@ class CheckerProcess:
                 _kill(proc)
                 self._proc = None
                 return None
-            return json.loads(reply)
+            result = json.loads(reply)
+            if result == TIMED_OUT:
+                self.timeouts += 1
+                return None
+            return result
 
     def close(self) -> None:
         with self._lock:
