@@ -1,8 +1,9 @@
 """GPU memory of one process, term by term, in bytes: numbers in, numbers out (no config, no torch).
 
 A process holds `resident` terms all the time and needs one `phase` on top of them at a time. Its peak is the
-resident sum plus its largest phase: torch's caching allocator keeps that peak reserved afterwards (nothing here
-calls empty_cache between stages), so the peak is what the process occupies on its GPU from then on.
+resident sum plus its largest phase: torch's caching allocator keeps that peak reserved afterwards (the trainers
+call empty_cache only before exporting weights and after an IPC hand-off), so on a shared GPU the other processes
+must live beside it. Host memory (vLLM's sleep offload, exported CPU copies) is not sized.
 
 Bytes per token and per logit were measured on CPU, with the project's own code, by what autograd keeps for
 backward and by torch.profiler's memory timeline (tests/unit/sizing/test_measured.py re-measures them):

@@ -65,21 +65,23 @@ def _forward_buffers(shape: ModelShape, tokens: int) -> Term:
     return Term("forward buffers", layer_activation_bytes_per_token(shape) * tokens, "one layer at a time, no grad")
 
 
-def _sync_terms(mode: str, shape: ModelShape, zero_stage: int) -> list[Term]:
-    """What the policy's side of a weight sync allocates on each rank (workers/weight_sync.py)."""
+def _largest_module(shape: ModelShape) -> Term:
+    return Term("gathered module", BF16 * shape.largest_tensor(), "ZeRO-3 gathers one module at a time (the "
+                "embeddings at most) to copy it out (DeepSpeedWorker.iter_full_weights)")
+
+
+def _sync_terms(mode: str, shape: ModelShape, zero_stage: int, rank: int) -> list[Term]:
+    """What the policy's side of a weight sync allocates on a rank (workers/weight_sync.py)."""
     from tdrm_rl.workers.weight_sync import BUCKET_BYTES
 
-    full = BF16 * shape.params()
     bucket = max(BUCKET_BYTES, BF16 * shape.largest_tensor())  # a tensor larger than a bucket gets its own
     gathered = [Term("gathered bucket", bucket, "ZeRO-3 gathers each bucket's parameters")] if zero_stage == 3 else []
-    if mode == "nccl":
-        return gathered + [Term("flat bucket", bucket, "torch.cat of one bucket, broadcast from rank 0")]
+    if mode == "nccl":  # every rank joins the gathers, rank 0 alone builds and sends the flat bucket
+        return gathered + ([Term("flat bucket", bucket, "torch.cat of one bucket, broadcast")] if rank == 0 else [])
     if mode == "ipc":
-        return gathered + [Term("IPC buckets", full, "every bucket stays alive until the engine has loaded them: a "
-                                "second bf16 copy of the model")]
-    if zero_stage == 3:  # reload / inprocess export the state dict: ZeRO-3 gathers all of it at once
-        return [Term("gathered model", full, "export_state_dict gathers every parameter at once (ZeRO-3)")]
-    return []
+        return gathered + [Term("IPC buckets", BF16 * shape.params(), "every bucket stays alive until the engine has "
+                                "loaded them: a second bf16 copy of the model")]
+    return [_largest_module(shape)] if zero_stage == 3 else []  # reload / inprocess: the exported state dict
 
 
 def prm_readout(cfg: RunConfig) -> str:
@@ -110,7 +112,7 @@ def trainer_usage(cfg: RunConfig, role: str, shape: ModelShape, rank: int, seq_t
                                   chunked_logits(shape, tokens, CHUNK_TOKENS, grad=True)]
         usage.phases["logprobs pass"] = [_forward_buffers(shape, tokens),
                                          chunked_logits(shape, tokens, CHUNK_TOKENS, grad=False)]
-        usage.phases["weight sync"] = _sync_terms(sync_mode, shape, z)
+        usage.phases["weight sync"] = _sync_terms(sync_mode, shape, z, rank)
     else:
         if cfg.prm.bootstrap == "ema":
             usage.resident.append(Term("EMA target", BF16 * params, "deep copy of the PRM for TD bootstraps"))
@@ -121,8 +123,7 @@ def trainer_usage(cfg: RunConfig, role: str, shape: ModelShape, rank: int, seq_t
             [full_logits(shape, tokens, grad=False)] if logprob else [])
     usage.phases["optimizer step"] = optimizer_step(params, z, world)
     if z == 3:
-        usage.phases["checkpoint save"] = [Term("gathered model", BF16 * params,
-                                                "save gathers every parameter at once on every rank")]
+        usage.phases["checkpoint save"] = [_largest_module(shape)]
     return usage
 
 

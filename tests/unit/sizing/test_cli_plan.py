@@ -26,7 +26,7 @@ def test_plan_prints_every_term_and_the_verdict_of_each_gpu(capsys) -> None:
     assert main(["plan", Z1]) == 0
     out = capsys.readouterr().out
     assert "config.json: bundled copy tdrm_rl/sizing/model_configs/THUDM--GLM-Z1-9B-0414.json" in out
-    for term in ("optimizer", "activations", "logits", "KV cache", "flat bucket", "gathered model"):
+    for term in ("optimizer", "activations", "logits", "KV cache", "flat bucket", "gathered module"):
         assert term in out, term
     gpu_rows = [line.split() for line in out.splitlines() if line.startswith("GPU ") and "processes" not in line]
     assert [row[3] for row in gpu_rows] == ["yes"] * 8  # GPU, index, need, verdict, processes
