@@ -61,9 +61,6 @@ def cmd_train(args: argparse.Namespace, cfg: RunConfig) -> int:
     check_plan(cfg, source=args.recipe)  # a GPU layout that cannot hold its processes: one line, before anything
     # An absolute trainer.output_dir, fixed on the driver for every actor (none inside a Ray job's working dir).
     print(f"tdrm-rl train: {resolve_output_dir(cfg)}", flush=True)
-    from tdrm_rl.rl.tracking import write_run_command
-
-    write_run_command(cfg.trainer.output_dir, "train", args.recipe, args.overrides)  # export's cards name it
     resolve_models(cfg)
     # Before the warm start and Ray: a cluster address no Ray GCS answers at, a local IP that cannot bind,
     # a model folder without config, tokenizer or safetensors.
@@ -78,6 +75,10 @@ def cmd_train(args: argparse.Namespace, cfg: RunConfig) -> int:
     from tdrm_rl.rl.trainer import RLTrainer, check_inputs
 
     inputs = check_inputs(cfg, policy_path)  # bad data or tokenizer: fail before a warm-up or a cluster starts
+    from tdrm_rl.rl.tracking import write_run_command
+
+    # Only once every input checked out: a refused run leaves no run folder behind. Export's cards name it.
+    write_run_command(cfg.trainer.output_dir, "train", args.recipe, args.overrides)
     # The PRM RL starts from: offline TD warm-up on the warm start's rollouts (cached), loaded as a saved PRM
     # (model.prm_path); None when prm_warmup is off or model.prm_path already names the start.
     warm_prm = ensure_prm(cfg, policy_path, progress=cfg.trainer.progress)
