@@ -40,7 +40,7 @@ def pick_checkpoint(run_dir: str, step: int | None = None) -> tuple[int, str]:
     found = complete_checkpoints(run_dir)
     if not found:
         raise ExportError(f"{run_dir}: no complete checkpoint under {os.path.join(run_dir, 'checkpoints')} (a run "
-                          "with trainer.save_every=-1 writes none)")
+                          "writes one at its end and every trainer.save_every steps; none with save_every=-1)")
     if step is None:
         return found[-1]
     for s, path in found:
