@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 
 from tdrm_rl.config import ConfigError, RunConfig
 from tdrm_rl.sizing.plan import Plan, build_plan
+from tdrm_rl.sizing.shapes import ShapeError
 
 # Keys the search varies, one at a time (the others as the recipe has them).
 SEARCH_KEYS = ("rollout.max_new_tokens", "policy.micro_batch_size", "prm.micro_batch_size")
@@ -53,10 +55,15 @@ def suggestions(plan: Plan) -> dict[str, int | None]:
 
 def check_plan(cfg: RunConfig, source: str = "recipe") -> Plan | None:
     """`train`'s check before Ray: a GPU layout that cannot fit is a PlanError (one line) unless cluster.skip_plan.
-    A CPU layout (no GPU in cluster.*) is not checked."""
+    A CPU layout (no GPU in cluster.*) is not checked, nor (with a warning) a model the plan cannot size: an
+    architecture it does not know, or no config.json anywhere yet (the model checks after it name the fix)."""
     if not cfg.cluster.uses_gpu or cfg.cluster.skip_plan:
         return None
-    plan = build_plan(cfg)
+    try:
+        plan = build_plan(cfg)
+    except ShapeError as e:
+        logging.getLogger(__name__).warning(f"GPU memory not checked: {e}")
+        return None
     if plan.fits:
         return plan
     fixes = ", ".join(f"{k}={v}" for k, v in suggestions(plan).items() if v is not None) or "none of " + \

@@ -81,7 +81,7 @@ def shape_from_config(config: dict, name: str, source: str) -> ModelShape:
     model_type = config.get("model_type", "")
     if model_type not in ARCHITECTURES:
         raise ShapeError(f"{name}: model_type {model_type!r} ({source}) is not one `tdrm-rl plan` can size; it knows "
-                         f"{', '.join(sorted(ARCHITECTURES))}; pass cluster.skip_plan=true to train without the check")
+                         f"{', '.join(sorted(ARCHITECTURES))}")
     qkv, o, norms = ARCHITECTURES[model_type]
     try:
         hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])

@@ -92,3 +92,11 @@ def test_skip_plan_and_cpu_layouts_are_not_checked() -> None:
     assert check_plan(load_config(Z1, ["prm.world_size=3", "rollout.num_workers=2", "cluster.skip_plan=true"])) is None
     assert check_plan(load_config(None)) is None
     assert build_plan(load_config(None)).gpus == []
+
+
+def test_a_model_the_plan_cannot_size_is_trained_unchecked_with_a_warning(tmp_path, caplog) -> None:
+    (tmp_path / "config.json").write_text('{"model_type": "mamba"}')
+    cfg = load_config(R1_7B, [f"model.policy_path={tmp_path}"])
+    with caplog.at_level("WARNING"):
+        assert check_plan(cfg) is None
+    assert "GPU memory not checked" in caplog.text and "model_type 'mamba'" in caplog.text
