@@ -14,6 +14,10 @@ def gib(n: float) -> str:
     return f"{n / GiB:.1f}"
 
 
+def plural(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
 def params_text(n: int) -> str:
     return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
 
@@ -21,10 +25,12 @@ def params_text(n: int) -> str:
 def layout_line(plan: Plan) -> str:
     cfg = plan.cfg
     rc, pc, qc = cfg.rollout, cfg.policy, cfg.prm
-    engines = f"{rc.num_workers} {'vLLM' if rc.backend == 'vllm' else 'HF'} engine(s) x TP {rc.tensor_parallel_size}"
+    engines = (f"{plural(rc.num_workers, ('vLLM' if rc.backend == 'vllm' else 'HF') + ' engine')} x TP "
+               f"{rc.tensor_parallel_size}")
     roles = f"{engines}, policy ZeRO-{pc.zero_stage} x {pc.world_size}, PRM ZeRO-{qc.zero_stage} x {qc.world_size}"
     kind = "colocated (GPU i holds rank i of every role)" if cfg.cluster.colocate else "separate GPUs per role"
-    return f"{len(plan.gpus)} GPUs x {plan.gpu_bytes / GiB:g} GiB, {kind}: {roles}; weight sync {plan.sync_mode}"
+    gpus = f"{plural(len(plan.gpus), 'GPU')} x {plan.gpu_bytes / GiB:g} GiB"
+    return f"{gpus}, {kind}: {roles}; weight sync {plan.sync_mode}"
 
 
 def model_line(plan: Plan) -> str:
@@ -98,7 +104,7 @@ def recipe_row(plan: Plan, recipe: str) -> str:
     """One row of the README's GPU table."""
     cfg, s = plan.cfg, plan.policy_shape
     rc = cfg.rollout
-    layout = (f"{rc.num_workers} engine{'s' if rc.num_workers > 1 else ''} TP{rc.tensor_parallel_size}, policy "
+    layout = (f"{plural(rc.num_workers, 'engine')} TP{rc.tensor_parallel_size}, policy "
               f"{cfg.policy.world_size} x ZeRO-{cfg.policy.zero_stage}, PRM {cfg.prm.world_size} x "
               f"ZeRO-{cfg.prm.zero_stage}")
     peaks = " / ".join(gib(role_peak(plan, r)) for r in ("policy", "prm", "rollout"))
