@@ -103,12 +103,9 @@ def cmd_eval(args: argparse.Namespace, cfg: RunConfig, prepare: Any) -> int:
     worker = local_rollout_worker(cfg, policy_path, backend=cfg.rollout.backend)
     try:
         torch.manual_seed(cfg.trainer.seed)
-        # Chunks of about one micro-batch of sequences: the progress bar moves, and HF generate sees the batches
-        # it would see in one call.
-        chunk = max(1, cfg.rollout.micro_batch_size // args.samples)
         result = evaluate_policy(worker.generate, task, problems,
-                                 EvalSettings(samples=args.samples, temperature=temperature, chunk=chunk,
-                                              progress=cfg.trainer.progress))
+                                 EvalSettings(samples=args.samples, temperature=temperature,
+                                              chunk=cfg.rollout.micro_batch_size, progress=cfg.trainer.progress))
     finally:
         close_rollout_worker(worker)
     bon = {}

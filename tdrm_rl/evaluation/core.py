@@ -28,7 +28,9 @@ GenerateFn = Callable[[list[str], int, dict], Generated]
 class EvalSettings:
     samples: int = 1  # sampled responses per problem; pass@k and maj@k for k = 1, 2, 4 ... samples when > 1
     temperature: Optional[float] = 1.0  # of the sampled responses; None = greedy only
-    chunk: int = 0  # problems per generate call (0 = all in one call); each chunk ticks the progress bar
+    # responses per generate call (0 = all in one call), each call a tick of the progress bar: rollout.micro_batch_size
+    # keeps HF generate's batches what one call would make them
+    chunk: int = 0
     progress: bool = False
 
     def check(self) -> None:
@@ -49,7 +51,7 @@ class EvalResult:
 
 
 def _generate(generate: GenerateFn, prompts: list[str], n: int, sampling: dict, chunk: int, bar: Any) -> Generated:
-    size = chunk or max(1, len(prompts))
+    size = max(1, chunk // n) if chunk else max(1, len(prompts))  # prompts per call
     out = Generated()
     for start in range(0, len(prompts), size):
         out.extend(generate(prompts[start:start + size], n, sampling))
