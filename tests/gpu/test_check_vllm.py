@@ -62,7 +62,7 @@ def test_the_rl_steps_section_runs_on_vllm_cpu_and_writes_the_report(tmp_path, r
     require_vllm()
     monkeypatch.delenv("OUT", raising=False)
     report = tmp_path / "gpu_check.md"
-    code = main(["--device", "cpu", "--size", "tiny", "--out", str(tmp_path), "--report", str(report),
+    code = main(["--device", "cpu", "--size", "tiny-tied", "--out", str(tmp_path), "--report", str(report),
                  "--only", "logprob_memory,vllm_rl_steps,vllm_nccl_sync"])
     checks = json.loads((tmp_path / "gpu_check_vllm.json").read_text())["checks"]
     assert code == 0, checks

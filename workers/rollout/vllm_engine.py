@@ -41,6 +41,19 @@ def vllm_env(cfg: RunConfig, gpu: bool) -> dict[str, str]:
     return env
 
 
+def unshared(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict with no two names on one storage, as safetensors requires: a tied model's lm_head.weight is
+    its embedding's tensor (the trainer exports it once under both names), so the second name gets a copy (vLLM's
+    loader skips a tied lm_head anyway)."""
+    seen: set[int] = set()
+    out = {}
+    for name, tensor in state_dict.items():
+        key = tensor.untyped_storage().data_ptr()
+        out[name] = tensor.contiguous() if key not in seen else tensor.clone()
+        seen.add(key)
+    return out
+
+
 class VLLMRolloutWorker(RolloutBackend):
     def __init__(self, cfg: RunConfig, model_path: str, rank: int = 0, world_size: int = 1,
                  num_threads: int = 0) -> None:
@@ -184,7 +197,7 @@ class VLLMRolloutWorker(RolloutBackend):
         from safetensors.torch import save
 
         with self.timed("load_weights"), self.awake("update_weights"):
-            blob = save({k: v.contiguous() for k, v in state_dict.items()})
+            blob = save(unshared(state_dict))
             self.llm.collective_rpc("tdrm_load_weights", args=(blob,), timeout=self.cfg.rollout.sync_timeout_s)
             self.reset_prefix_cache("update_weights")
             self.weights_version = version

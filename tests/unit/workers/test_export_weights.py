@@ -80,3 +80,14 @@ def test_the_saved_checkpoint_loads_back_as_the_trainer_weights(worker, tmp_path
     state = loaded.state_dict()
     assert state.keys() == reference.keys()
     assert all(torch.equal(state[k], reference[k]) for k in reference)
+
+
+def test_the_reload_blob_takes_the_export_of_a_tied_model(worker):
+    """The reload sync ships the export as one safetensors blob, which refuses two names on one storage."""
+    from safetensors.torch import load, save
+
+    from tdrm_rl.workers.rollout.vllm_engine import unshared
+
+    state = worker.export_state_dict()
+    back = load(save(unshared(state)))
+    assert back.keys() == state.keys() and all(torch.equal(back[k], state[k]) for k in state)
