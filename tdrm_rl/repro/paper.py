@@ -225,6 +225,11 @@ def _summary(entry: dict[str, Any], plan: PaperPlan) -> str:
 
 # ----- RL data efficiency -------------------------------------------------------------------------------
 
+def rl_run_dir(work: str, label: str, seed: int) -> str:
+    """Where one RL arm's run for one seed writes (config.yaml, metrics.jsonl, checkpoints)."""
+    return os.path.join(work, _slug(label)[:40], f"seed{seed}")
+
+
 def budget_steps(total: int) -> list[int]:
     return [max(1, total * a // b) for a, b in BUDGET_FRACTIONS]
 
@@ -252,7 +257,7 @@ def _rl(recipe: str, base: list[str], plan: PaperPlan, policy_path: str, work: s
         for label, extra in RL_METHODS:
             runs = {}
             for seed in plan.rl_seeds:
-                run_dir = os.path.join(work, _slug(label)[:40], f"seed{seed}")
+                run_dir = rl_run_dir(work, label, seed)
                 cfg = _cfg(recipe, base, *sizes, *extra, f"trainer.seed={seed}", f"trainer.output_dir={run_dir}")
 
                 def run_once(run_dir: str, cfg: RunConfig = cfg) -> dict[str, Any]:

@@ -35,6 +35,7 @@ def results() -> dict:
     for seed, shift in ((0, 0.0), (1, 0.1)):  # seed 1's step AUC is 0.1 higher
         methods = {label: entry(0.8 + shift, 0.7, [0.5, 0.55 + 0.01 * i, 0.6]) for i, (label, *_) in enumerate(METHODS)}
         methods[BASELINE] = entry(0.9 + shift, 0.85, [0.5, 0.6, 0.65], search=False)
+        methods.update({label: entry(0.6, 0.6, [0.5, 0.5, 0.5], search=False) for label, *_ in ABLATIONS})
         seeds[seed] = {"methods": methods, "heldout_sample_accuracy": 0.5}
     rl = {"budget_steps": [1, 2, 4], "prompts": [4, 8, 16],
           "methods": {label: {0: {"warm_start": 0.5, "at_budget": [0.5, 0.55, 0.6 + 0.05 * i]}}
@@ -60,11 +61,14 @@ def test_the_prm_table_gives_step_metrics_as_mean_and_std_over_seeds_with_the_ba
 
 
 def test_the_report_has_the_step_quality_section_and_the_frozen_prm_rl_arm(tmp_path):
-    write_report(results(), METHODS, str(tmp_path))
+    write_report(results(), METHODS + ABLATIONS, str(tmp_path))
     text = (tmp_path / "paper.md").read_text()
+    ablations = text[text.index("## TD ablations"):text.index("## Step quality")]
+    assert "| method | BoN@1 | BoN@N_max (min) | BoN@N_max (final) | step AUC | pairwise (min) |" in ablations
+    assert "search" not in ablations and f"| {ABLATIONS[0][0]} | 0.500 ± 0.000 |" in ablations
     assert "read-out logprob, head lr 0.0001, backbone lr 1e-05" in text
     section = text[text.index("## Step quality against exact step labels"):text.index("## Best-of-N, every")]
-    assert f"| {BASELINE} | 0.950 ± 0.071 |" in section
+    assert f"| {BASELINE} | 0.950 ± 0.071 |" in section and f"| {ABLATIONS[-1][0]} | 0.600 ± 0.000 |" in section
     assert "- step AUC: +0.000 (0.850 vs 0.850)" in text  # TD-PRM minus ScalarPRM, the findings list
     rl = text[text.index("## RL data efficiency"):]
     assert f"| {FROZEN_ARM} | 0.500 ± 0.000 | 0.500 ± 0.000 | 0.550 ± 0.000 | 0.700 ± 0.000 |" in rl
