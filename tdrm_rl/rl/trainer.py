@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 from tqdm import tqdm
 
@@ -152,10 +152,7 @@ class RLTrainer(StepStages):
         self.sampler.load_state_dict(state["sampler"])
         restore_rng(state["driver_rng"])
         for group in self.groups():
-            ranks = state["worker_rng"][group.role]
-            if len(ranks) != len(group.actors):
-                raise ValueError(f"{group.role} had {len(ranks)} ranks, this run has {len(group.actors)}")
-            group.get([a.set_rng_state.remote(r) for a, r in zip(group.actors, ranks)], stage="load_rng")
+            self.set_worker_rng(group, state["worker_rng"][group.role], stage="load_rng")
         live_restarts = self.counters.get("restarts", 0)
         self.counters.update(state.get("counters", {}))
         # Restarts are history, not state: going back to a checkpoint after a restart must not forget it.
@@ -179,9 +176,11 @@ class RLTrainer(StepStages):
         return latest_checkpoint(self.out) if saved_at == step else self.save_checkpoint(step)
 
     # ----- faults ---------------------------------------------------------------------------------
-    def recover(self, died: WorkerDied) -> int | None:
-        """Restart the dead role. Rollout: reload the last synced policy weights, retry the step (returns None).
-        Policy / PRM: their state is lost, so the whole run goes back to the newest checkpoint (returns its step).
+    def recover(self, died: WorkerDied, rollout_rng: list | None = None, rewind: bool = False) -> int | None:
+        """Restart the dead role. Rollout: reload the last synced policy weights and the ranks' RNG states from
+        before the failed attempt (`rollout_rng`), so the retry samples what the first try would have (returns None).
+        Policy / PRM, or `rewind` (the step's update already ran: a retry would apply it twice): their state is lost,
+        so the whole run goes back to the newest whole checkpoint (returns its step).
         """
         self.counters["restarts"] += 1
         limit = self.cfg.cluster.max_restarts
@@ -196,13 +195,31 @@ class RLTrainer(StepStages):
             # communicator), and the survivors' communicator names a dead peer. Build the sync anew (new port, new
             # communicators on both sides) before anything moves weights again.
             self.weight_sync = WeightSync(self.cfg, self.policy, self.rollout)
-        if died.role == "rollout":
+        if died.role == "rollout" and not rewind:
             self.weight_sync.sync(self.weights_version)  # the last synced weights, by the run's sync mode
+            if rollout_rng is not None:
+                self.set_worker_rng(self.rollout, rollout_rng, stage="restore_rng")
             return None
         ckpt = latest_checkpoint(self.out)
         if ckpt is None:
-            raise RoleError(f"{died}; no checkpoint to restore {died.role} from (set trainer.save_every)")
+            raise RoleError(f"{died}; no checkpoint to go back to (set trainer.save_every)")
         return self.resume_from(ckpt)
+
+    def set_worker_rng(self, group: WorkerGroup, ranks: list, stage: str) -> None:
+        """Every rank's RNG state, from what `rng_state` returned for each."""
+        if len(ranks) != len(group.actors):
+            raise ValueError(f"{group.role} had {len(ranks)} ranks, this run has {len(group.actors)}")
+        group.get([a.set_rng_state.remote(r) for a, r in zip(group.actors, ranks)], stage=stage)
+
+    def rollout_rng(self) -> list | None:
+        """The rollout ranks' RNG states, for a restart to continue from. None under async rollout (the call would
+        wait behind the rollout running ahead) or when a rank is dead (the call after this one recovers)."""
+        if self.cfg.trainer.async_rollout:
+            return None
+        try:
+            return self.rollout.run("rng_state", stage="save_rng")
+        except WorkerDied:
+            return None
 
     def resume_from(self, ckpt: str) -> int:
         """Load a checkpoint into the running workers; drop metrics rows logged after it."""
@@ -213,30 +230,47 @@ class RLTrainer(StepStages):
             self.load_state_dict(state)
         except (ValueError, FileNotFoundError) as e:
             raise ConfigError(f"cannot resume from {ckpt}: {e}") from None
+        self.pending = None  # an async rollout in flight samples the problems and weights of the abandoned steps
         step = int(state["step"])
         self.logged = self.logger.truncate(step)
         return step
 
-    def run_step(self, step: int) -> tuple[dict[str, Any] | None, int | None]:
-        """One step (and its evaluation), retried after a worker death. Returns (metrics, None), or
-        (None, step to continue after) when recovery rewound the run to a checkpoint."""
-        tc = self.cfg.trainer
-        snapshot = self.sampler.state_dict(), capture_rng()
+    def attempt(self, work: Callable[[], Any]) -> tuple[Any, int | None]:
+        """`work()`, retried after a rollout worker died in it, from the sampler, RNG and pending-rollout states it
+        started from (a retried step sees the same problems and samples). (result, None), or (None, step) when
+        recovery went back to a checkpoint."""
+        sampler, rng, version, pending = self.sampler.state_dict(), capture_rng(), self.weights_version, self.pending
+        rollout_rng = self.rollout_rng()
         while True:
             try:
-                metrics = self.step(step)
-                if step % tc.eval_every == 0 or step == tc.total_steps:
-                    timer = StageTimer()
-                    with timer("eval"):
-                        metrics.update(self.evaluate())
-                    metrics.update(timer.seconds)
-                return metrics, None
+                return work(), None
             except WorkerDied as died:
-                rewound = self.recover(died)
+                # A weights version moved on: the update ran and the weight sync began.
+                rewound = self.recover(died, rollout_rng, rewind=self.weights_version != version)
                 if rewound is not None:
                     return None, rewound
-                self.sampler.load_state_dict(snapshot[0])  # the retried step sees the same problems
-                restore_rng(snapshot[1])
+                self.sampler.load_state_dict(sampler)
+                restore_rng(rng)
+                if pending is not None:  # async: the dead ranks' rollout of this step's problems, again
+                    refs = self.submit_generate([p.prompt for p in pending.problems], self.cfg.rollout.group_size, {})
+                    pending = pending._replace(refs=refs, version=self.weights_version)
+                self.pending = pending
+
+    def timed_evaluate(self) -> dict[str, float]:
+        timer = StageTimer()
+        with timer("eval"):
+            metrics = self.evaluate()
+        return {**metrics, **timer.seconds}
+
+    def run_step(self, step: int) -> tuple[dict[str, Any] | None, int | None]:
+        """One step and its evaluation, each retried after a worker death. Returns (metrics, None), or
+        (None, step to continue after) when recovery rewound the run to a checkpoint."""
+        tc = self.cfg.trainer
+        metrics, rewound = self.attempt(lambda: self.step(step))
+        if rewound is None and (step % tc.eval_every == 0 or step == tc.total_steps):
+            evals, rewound = self.attempt(self.timed_evaluate)  # not the step again: its update is done
+            metrics = None if rewound is not None else {**metrics, **evals}
+        return metrics, rewound
 
     def nan_guard(self, step: int, metrics: dict[str, Any]) -> bool:
         """Count steps whose update the workers skipped (non-finite loss or gradient); stop after K in a row."""
@@ -262,7 +296,7 @@ class RLTrainer(StepStages):
             raise ConfigError(str(e)) from None
         step = self.resume_from(ckpt) if ckpt else 0
         if step == 0:
-            first = self.evaluate()
+            first, _ = self.attempt(self.evaluate)  # a rollout death here only restarts it: nothing to rewind
             self.logger.log(0, first)
             self.logged = [{"step": 0, **first}]
         saved_at = step if ckpt else -1
