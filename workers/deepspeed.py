@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
-from typing import Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import torch
 
@@ -99,6 +99,22 @@ class DeepSpeedWorker(BaseWorker):
     def pop_chunk_rows(self) -> list[int]:
         """Rows of every accumulation chunk since the last call (0: a stand-in pass); the split tests read it."""
         out, self.chunk_rows = getattr(self, "chunk_rows", []), []
+        return out
+
+    def sharded_pass(self, batch: Any, score: "Callable[[Any], torch.Tensor]") -> torch.Tensor:
+        """`score(batch)` [B, ...] for a no-grad pass (PRM values, old / reference logprobs), each rank scoring only
+        its shard (`rows_for_rank`) and the parts all-gathered back into batch order, so every rank returns the
+        whole result. Every rank used to score the whole batch: W times the work (review F18). Under ZeRO-3 every
+        rank still runs the whole batch: each forward gathers parameters collectively, so all ranks must run the
+        same passes (and the shards' pass counts differ when W does not divide the batch)."""
+        if self.world_size == 1 or self.zero3():
+            return score(batch)
+        mine = score(batch.select(self.rows_for_rank(len(batch))))
+        parts: list = [None] * self.world_size
+        torch.distributed.all_gather_object(parts, mine.cpu())
+        out = parts[0].new_zeros((len(batch), *parts[0].shape[1:]))
+        for rank, part in enumerate(parts):
+            out[rank::self.world_size] = part
         return out
 
     def zero3(self) -> bool:

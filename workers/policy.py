@@ -47,12 +47,14 @@ class PolicyWorker(WeightSender, DeepSpeedWorker):
         return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts]) * batch.response_mask
 
     def logprobs(self, batch: Batch) -> torch.Tensor:
+        """[B, L] logprobs under the current weights (each rank scores its shard)."""
         with self.timed("old_logprobs"):
-            return self._logprobs(self.engine.module, batch)
+            return self.sharded_pass(batch, lambda rows: self._logprobs(self.engine.module, rows))
 
     def ref_logprobs(self, batch: Batch) -> torch.Tensor:
+        """[B, L] logprobs under the frozen reference (each rank scores its shard)."""
         with self.timed("ref_logprobs"):
-            return self._logprobs(self.reference, batch)
+            return self.sharded_pass(batch, lambda rows: self._logprobs(self.reference, rows))
 
     def update(self, batch: Batch) -> dict[str, float]:
         """One pass over the batch in `policy.mini_batches` optimizer steps (PPO-clip, token-mean).

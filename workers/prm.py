@@ -73,10 +73,10 @@ class PRMWorker(DeepSpeedWorker):
         return torch.cat(parts)
 
     def values(self, batch: Batch) -> torch.Tensor:
-        """Step logits [B, S] (sigmoid gives V(s_t)); the driver reads both."""
+        """Step logits [B, S] (sigmoid gives V(s_t)); the driver reads both. Each rank scores its shard."""
         with self.timed("prm_values"):
             self.engine.eval()
-            return self._step_logits(self.engine.module, batch)
+            return self.sharded_pass(batch, lambda rows: self._step_logits(self.engine.module, rows))
 
     def td_update(self, batch: Batch) -> dict[str, float]:
         """Semi-gradient TD: targets from the pre-update values (online) or the EMA copy, then BCE.

@@ -25,6 +25,17 @@ def random_policy(tmp_path_factory):
     return path
 
 
+def logprobs_in_this_process(path: str, state: dict, batch) -> torch.Tensor:
+    """The reference: the policy's weights loaded here, the whole batch scored in one forward pass."""
+    from tdrm_rl.models.load import load_policy
+    from tdrm_rl.models.logprobs import token_logprobs
+
+    model, _ = load_policy(path)
+    model.load_state_dict(state)
+    with torch.no_grad():
+        return token_logprobs(model.eval(), batch.input_ids, batch.attention_mask) * batch.response_mask
+
+
 def make_batch(rows: int = 16):
     tok = build_char_tokenizer()
     gen = torch.Generator().manual_seed(0)
@@ -64,6 +75,12 @@ def test_two_rank_zero_policy_group_ranks_agree_after_a_step(ray_local, tmp_path
         default = group.run("export_state_dict")
         assert default[1] == {} and default[0].keys() == after[0].keys()
         assert all(torch.equal(default[0][k], after[0][k]) for k in after[0])
+        # A no-grad pass: under ZeRO-2 each rank scores only its shard (review F18), under ZeRO-3 all of it; either
+        # way every rank returns the whole batch, in order, as one process scoring it alone would.
+        batch = make_batch(15)  # not a multiple of the two ranks
+        scored = group.run("logprobs", batch)
+        assert torch.equal(scored[0], scored[1])
+        assert torch.allclose(scored[0], logprobs_in_this_process(random_policy, after[0], batch), atol=1e-5)
     finally:
         group.kill()
         placement.remove()
