@@ -136,23 +136,23 @@ def training_chat_template(needs_template: bool, system_prompt: str | None) -> s
             + _jinja_text(middle) + "{{ user[-1]['content'] }}" + _jinja_text(tail))
 
 
-def example_prompt(cfg: Any, tokenizer: Any) -> dict[str, Any] | None:
-    """One held-out problem as the policy saw it: chat messages, the rendered prompt, the worked solution (if the
-    task has one) and the answer. None when the task cannot be built here (its data or package is missing)."""
-    from tdrm_rl.tasks import get_task
-    from tdrm_rl.tasks.prompts import PromptedTask
+def example_prompt(cfg: Any, model_dir: str) -> dict[str, Any] | None:
+    """One held-out problem as the model in `model_dir` saw it in training (tdrm_rl.tasks.prompts'
+    load_prompted_task, every command's prompt path): chat messages, the rendered prompt, the system prompt, the
+    worked solution (if the task has one) and the answer. None when the task cannot be built here (its data or
+    package is missing)."""
+    from tdrm_rl.tasks.prompts import load_prompted_task
 
     try:
-        task = get_task(cfg.data)
-        bare = task.eval_problems(1)[0]
+        prompted, _ = load_prompted_task(cfg, model_dir)
+        bare, shown = prompted.task.eval_problems(1)[0], prompted.eval_problems(1)[0]
     except Exception:  # noqa: BLE001 - any failure only drops the example from the card
         return None
-    needs_template = bool(getattr(task, "needs_template", False))
-    shown = PromptedTask(task, tokenizer, cfg.data.system_prompt).eval_problems(1)[0]
-    system = plain_prompt_parts(cfg.data.system_prompt)[1]
+    needs_template = bool(getattr(prompted.task, "needs_template", False))
+    system = prompted.system_prompt
     messages = ([{"role": "system", "content": system}, {"role": "user", "content": bare.prompt}]
                 if needs_template else [{"role": "user", "content": bare.prompt}])
-    return {"needs_template": needs_template, "messages": messages, "prompt": shown.prompt,
+    return {"needs_template": needs_template, "messages": messages, "prompt": shown.prompt, "system": system,
             "solution": bare.solution, "answer": bare.answer}
 
 
@@ -173,7 +173,7 @@ def _add_chat_template(folder: str, example: dict[str, Any] | None, cfg: Any) ->
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=cfg.model.trust_remote_code)
     if getattr(tokenizer, "chat_template", None) or example is None:
         return False
-    tokenizer.chat_template = training_chat_template(example["needs_template"], cfg.data.system_prompt)
+    tokenizer.chat_template = training_chat_template(example["needs_template"], example["system"])
     tokenizer.save_pretrained(folder)
     return True
 
@@ -191,11 +191,8 @@ def export_run(run_dir: str, out: str, step: int | None = None) -> dict[str, Any
         if not os.path.isfile(os.path.join(ckpt, role, "config.json")):
             raise ExportError(f"{ckpt}: no {role}/ model folder in this checkpoint")
     cfg = read_run_config(os.path.join(ckpt, "config.yaml"))
-    from transformers import AutoTokenizer
-
-    examples = {role: example_prompt(cfg, AutoTokenizer.from_pretrained(os.path.join(ckpt, role),
-                                                                        trust_remote_code=cfg.model.trust_remote_code))
-                for role in _ROLES}  # the PRM reads prompts in its own tokenizer's template
+    # Each role's example in its own tokenizer's template (a PRM with another tokenizer reads its own).
+    examples = {role: example_prompt(cfg, os.path.join(ckpt, role)) for role in _ROLES}
     facts = {"run_dir": os.path.abspath(run_dir), "step": step, "cfg": cfg, "command": read_run_command(run_dir),
              "evals": eval_numbers(run_dir, step, ckpt), "out": os.path.abspath(out),
              "checkpoint": os.path.abspath(ckpt)}

@@ -244,3 +244,25 @@ def test_bad_exports_are_one_line_errors(exported, tmp_path, capsys):
     assert "no such run folder" in lines[2]
     assert "no complete checkpoint under" in lines[3]
     assert not os.path.exists(tmp_path / "x") and not os.path.exists(tmp_path / "z")
+
+
+def test_a_wrapped_question_task_gets_a_template_that_renders_its_training_prompt(tiny_path, tmp_path):
+    """A question task (GSM8K rows, '####' answers) on a tokenizer without a chat template: the card's messages
+    carry the system prompt the run used, and the added template renders them as load_prompted_task did."""
+    from transformers import AutoTokenizer
+
+    from tdrm_rl.models.export import example_prompt
+    from tdrm_rl.tasks.prompts import GSM8K_SYSTEM_PROMPT
+
+    rows = tmp_path / "gsm8k.jsonl"
+    rows.write_text("".join(json.dumps({"question": f"What is {i} + {i}?", "answer": f"{i}+{i}={2 * i}\n#### {2 * i}"})
+                            + "\n" for i in range(1, 5)))
+    cfg = load_config(None, ["data.task=jsonl", f"data.path={rows}", "data.eval_size=2", "data.answer_extraction=gsm8k",
+                             f"model.policy_path={tiny_path}"])
+    example = example_prompt(cfg, tiny_path)
+    assert example["needs_template"] and example["messages"][0] == {"role": "system", "content": GSM8K_SYSTEM_PROMPT}
+    tok = AutoTokenizer.from_pretrained(tiny_path)
+    tok.chat_template = training_chat_template(True, example["system"])
+    assert tok.apply_chat_template(example["messages"], tokenize=False) == example["prompt"]
+    assert tok.apply_chat_template(example["messages"][1:], tokenize=False) == example["prompt"]  # system by default
+    assert example["messages"][1]["content"] in example["prompt"]
