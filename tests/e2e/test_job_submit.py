@@ -63,6 +63,12 @@ def test_ray_job_submit_against_a_local_head_node(tmp_path, tiny_policy):
         rows = [json.loads(line) for line in open(out_dir / "metrics.jsonl")]
         assert max(r["step"] for r in rows) == 2
         assert (out_dir / "summary.json").exists()
+        # A relative output folder would land in Ray's temporary copy of --working-dir: refused in one line (F12).
+        relative = subprocess.run(cmd[:-1] + ["trainer.output_dir=runs/job-relative"], env=env, capture_output=True,
+                                  text=True, timeout=300)
+        assert relative.returncode != 0
+        assert "trainer.output_dir=runs/job-relative is relative" in relative.stdout + relative.stderr
+        assert not os.path.exists(os.path.join(ROOT, "runs", "job-relative"))
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         try:
