@@ -13,8 +13,9 @@ SHOWS = {
     "deepspeed_policy": "a DeepSpeed ZeRO-2 bf16 policy update (peak memory), then the in-process weight sync",
     "deepspeed_prm": "a DeepSpeed ZeRO-2 bf16 PRM TD update (peak memory)",
     "cuda_ipc": "the CUDA IPC hand-off of an untied and a tied model's buckets, every tensor equal",
-    "vllm_rl_steps": "two RL steps with vLLM rollout and ZeRO-2 trainers; the weight sync, the logprob gap, "
-                     "sleep/wake memory, and fresh logprobs from the prefix cache after a sync",
+    "vllm_rl_steps": "two RL steps with vLLM rollout and ZeRO-2 trainers: the weight sync, the stage timings, the "
+                     "logprob gap and fresh logprobs from the prefix cache after a sync (on a GPU also the free "
+                     "memory with the engine asleep and awake)",
     "vllm_nccl_sync": "the nccl broadcast from a policy rank into a vLLM engine on another GPU, and the prefix "
                       "cache after it",
 }
@@ -48,7 +49,7 @@ def render(report: dict) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in report.get("versions", {}).items())
     lines = [f"# Device check: {report['device']} ({report.get('gpus', 0)} GPU), {report['date']}", "",
              f"Command: `{report.get('command', 'python tests/gpu/check_vllm.py')}`. Stack: {versions}.", "",
-             f"Models: random weights of the Qwen2.5-{report['size']} shape (tests/gpu/models.py). Written by "
+             f"Models: random weights, size `{report['size']}` (tests/gpu/models.py). Written by "
              "tests/gpu/report.py from the run's own results (gpu_check_vllm.json beside it).", "",
              "| section | status | seconds | numbers |", "|---|---|---|---|"]
     for name, result in checks.items():
