@@ -9,7 +9,7 @@ IMAGE ?= tdrm-rl:0.1.0
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_AUTH_MODE := disabled
 
-.PHONY: setup run sft test test-fast job docker clean help bench setup-bench paper paper-quick
+.PHONY: setup run sft test test-fast job docker clean help bench setup-bench paper paper-quick smollm2
 
 help:
 	@echo "make run        set up .venv, then train on the embedded default ($(RECIPE))"
@@ -21,6 +21,7 @@ help:
 	@echo "make bench      benchmarks -> reports/bench.md, reports/bench.json (ARGS=--quick for a short run)"
 	@echo "make paper      ScalarPRM vs TD-PRM vs TD(lambda) vs ORM + RL data efficiency, 3 seeds -> reports/paper.md"
 	@echo "make paper-quick  the same on tiny sizes (a few minutes) -> runs/paper-quick/report/paper.md"
+	@echo "make smollm2    GRPO+TDRM on SmolLM2-135M-Instruct, real weights (about 1 h on 2 cores) -> reports/smollm2.md"
 
 # torch is installed first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml
@@ -80,6 +81,13 @@ bench: setup-bench
 
 paper: setup
 	$(VENV)/bin/tdrm-rl paper $(RECIPE) $(ARGS)
+
+SMOLLM2_RECIPE := recipes/smollm2/grpo_tdrm_chain_sum.yaml
+SMOLLM2_RUN := runs/smollm2_grpo_tdrm_chain_sum
+smollm2: setup
+	$(VENV)/bin/tdrm-rl train $(SMOLLM2_RECIPE) trainer.output_dir=$(SMOLLM2_RUN) $(ARGS)
+	$(PY) -m tdrm_rl.repro.run_report $(SMOLLM2_RUN) --out reports/smollm2.md --command "make smollm2" \
+		--title "SmolLM2-135M-Instruct learns chain_sum with GRPO + TDRM on 2 CPU cores"
 
 paper-quick: setup
 	$(VENV)/bin/tdrm-rl paper $(RECIPE) --quick $(ARGS)

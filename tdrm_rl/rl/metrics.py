@@ -18,7 +18,7 @@ from tdrm_rl.config import RunConfig
 from tdrm_rl.data.batch import Batch
 from tdrm_rl.data.rollout_file import step_label_table
 from tdrm_rl.data.segment import split_steps
-from tdrm_rl.tasks.answers import extract_boxed
+from tdrm_rl.tasks.answers import extract_answer
 
 # One RL step, in order (StepStages.step; README "One RL step"). prm_update_before runs only with
 # prm.update=online_before, rollout_wait only with trainer.async_rollout. Per run, not per step: eval.
@@ -43,19 +43,21 @@ class StageTimer:
             self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - start
 
 
-def response_counts(texts: list[str], delimiter: str) -> dict[str, float]:
-    """Fractions of responses that are empty, have no step delimiter, or have no \\boxed{} answer.
+def response_counts(texts: list[str], delimiter: str, answer_extraction: str = "boxed") -> dict[str, float]:
+    """Fractions of responses that are empty, have no step delimiter, or give no final answer under the task's
+    data.answer_extraction (no \\boxed{} for `boxed`, no number for `last_number`, ...).
 
     Degenerate responses are scored (verifier 0, no PRM steps), never dropped silently."""
     n = max(len(texts), 1)
     return {
         "response/empty_frac": sum(not t.strip() for t in texts) / n,
         "response/no_delimiter_frac": sum(delimiter not in t for t in texts) / n,
-        "response/no_answer_frac": sum(extract_boxed(t) is None for t in texts) / n,
+        "response/no_answer_frac": sum(extract_answer(t, answer_extraction) is None for t in texts) / n,
     }
 
 
-def batch_metrics(batch: Batch, prm_score: torch.Tensor, busy_s: float, delimiter: str) -> dict[str, float]:
+def batch_metrics(batch: Batch, prm_score: torch.Tensor, busy_s: float, delimiter: str,
+                  answer_extraction: str = "boxed") -> dict[str, float]:
     """Rewards, PRM ranking and calibration, response shape, and throughput over `busy_s` seconds."""
     values = torch.sigmoid(batch.step_logits)
     final = terminal_mask(batch.step_mask)
@@ -74,7 +76,7 @@ def batch_metrics(batch: Batch, prm_score: torch.Tensor, busy_s: float, delimite
         "response/steps_mean": float(batch.step_mask.sum(1).mean()),
         "throughput/tokens_per_s": tokens / max(busy_s, 1e-9),
         "throughput/trajectories_per_s": len(batch) / max(busy_s, 1e-9),
-        **response_counts(batch.meta["response_text"], delimiter),
+        **response_counts(batch.meta["response_text"], delimiter, answer_extraction),
     }
 
 
@@ -102,7 +104,7 @@ def step_metrics(update: dict[str, Any], seconds: dict[str, float], batch: Batch
     metrics["rollout/staleness"] = staleness
     # Async hides the rollout inside the step: throughput is then per step, not per rollout second.
     busy = seconds["timing_s/step" if cfg.trainer.async_rollout else "timing_s/rollout"]
-    metrics.update(batch_metrics(batch, prm_score, busy, cfg.data.step_delimiter))
+    metrics.update(batch_metrics(batch, prm_score, busy, cfg.data.step_delimiter, cfg.data.answer_extraction))
     metrics.update(step_label_metrics(task, batch, cfg.data.step_delimiter, cfg.prm.gamma))
     metrics.update(advantage_metrics(estimate, token_rewards, batch.response_mask))
     metrics.update(sampling)

@@ -55,6 +55,13 @@ def test_degenerate_responses_are_scored_and_counted_not_dropped(tok):
                       "response/no_answer_frac": 0.75}
 
 
+def test_no_answer_counts_follow_the_configured_answer_extraction():
+    texts = ["8 - 2 = 6", "The final answer is \\boxed{7}.", "I do not know.", ""]
+    assert response_counts(texts, "\n\n")["response/no_answer_frac"] == 0.75
+    assert response_counts(texts, "\n\n", "boxed_or_last_number")["response/no_answer_frac"] == 0.5
+    assert response_counts(texts, "\n\n", "last_number")["response/no_answer_frac"] == 0.5
+
+
 def test_tokenizer_without_the_step_delimiter_is_named(tok):
     assert step_delimiter_problem(tok, "\n\n") is None
     assert step_delimiter_problem(tok, "<step>") is None  # spelled out in characters: fine
