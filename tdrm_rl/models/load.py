@@ -191,9 +191,11 @@ class LogprobValueModel(torch.nn.Module):
     a * log p(x_{j+1} | x_<=j), the scaled log-prob of the NEXT input token (0 at the last column).
     `prm_step_logits` shifts channel 1 onto the token it scores, takes its running min over the response
     and adds it at the step ends. Saves as the causal-LM checkpoint plus value_head.safetensors.
+    The log-probs come from `head_logprobs` (tdrm_rl/models/logprobs.py) in `chunk_tokens`-token chunks.
     """
 
     readout = "logprob"
+    chunk_tokens: int | None = None  # LM-head chunk; None: logprobs.CHUNK_TOKENS
 
     def __init__(self, lm: torch.nn.Module) -> None:
         super().__init__()
@@ -214,9 +216,11 @@ class LogprobValueModel(torch.nn.Module):
         hidden = self.lm.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                     use_cache=False).last_hidden_state  # after the final norm
         value = self.score(hidden)  # [B, L, 1]
-        lm_logits = self.lm.get_output_embeddings()(hidden)[:, :-1].float()  # [B, L-1, V]
-        next_ids = input_ids[:, 1:, None]
-        logp_next = lm_logits.gather(-1, next_ids).squeeze(-1) - torch.logsumexp(lm_logits, -1)  # [B, L-1]
+        from tdrm_rl.models.logprobs import CHUNK_TOKENS, head_logprobs  # (logprobs.py imports this module)
+
+        # The policy's chunked LM head: one [chunk_tokens, V] float32 block at a time, never [B, L-1, V].
+        logp_next, _ = head_logprobs(self.lm.get_output_embeddings(), hidden[:, :-1], input_ids[:, 1:],
+                                     chunk_tokens=self.chunk_tokens or CHUNK_TOKENS)  # [B, L-1]
         logp_next = torch.nn.functional.pad(logp_next, (0, 1))
         scaled = torch.nn.functional.softplus(self.logprob_scale_raw) * logp_next
         return TokenClassifierOutput(logits=torch.cat([value, scaled[..., None].to(value.dtype)], -1))

@@ -43,6 +43,30 @@ def _chunk_logprobs(head: torch.nn.Linear, hidden: torch.Tensor, targets: torch.
     return picked, entropy if entropy_grad else entropy.detach()
 
 
+def head_logprobs(head: torch.nn.Linear, hidden: torch.Tensor, targets: torch.Tensor, with_entropy: bool = False,
+                  entropy_grad: bool = False,
+                  chunk_tokens: int = CHUNK_TOKENS) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """logp[...] = log softmax(head(hidden[..., :]))[targets[...]] for hidden [..., H] and targets [...], and with
+    `with_entropy` the entropy of each softmax (else None), in chunks of `chunk_tokens` positions: only one chunk's
+    [chunk_tokens, vocab] float32 logits exist at a time, recomputed in backward when a gradient is wanted.
+    Values and gradients are those of the plain computation on whole-sequence logits."""
+    lead, width = targets.shape, hidden.shape[-1]
+    flat_h, flat_t = hidden.reshape(-1, width), targets.reshape(-1)
+    wants_grad = torch.is_grad_enabled() and (flat_h.requires_grad or any(p.requires_grad for p in head.parameters()))
+    picked, entropy = [flat_h.new_zeros(0, dtype=torch.float32)], [flat_h.new_zeros(0, dtype=torch.float32)]
+    for start in range(0, flat_t.numel(), chunk_tokens):
+        args = (head, flat_h[start:start + chunk_tokens], flat_t[start:start + chunk_tokens], with_entropy,
+                entropy_grad)
+        if wants_grad:  # recompute this chunk's logits in backward instead of keeping them
+            lp, ent = checkpoint(_chunk_logprobs, *args, use_reentrant=False)
+        else:
+            lp, ent = _chunk_logprobs(*args)
+        picked.append(lp)
+        entropy.append(ent.reshape(-1))
+    logp = torch.cat(picked).reshape(lead)
+    return logp, (torch.cat(entropy).reshape(lead) if with_entropy else None)
+
+
 def token_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                    with_entropy: bool = False, entropy_grad: bool = False,
                    chunk_tokens: int = CHUNK_TOKENS) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -63,22 +87,10 @@ def token_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
         return picked, F.pad(entropy if entropy_grad else entropy.detach(), (1, 0))
     head, decoder = parts
     hidden = forward_hidden(decoder, input_ids, attention_mask, position_ids)[:, :-1]
-    B, T, H = hidden.shape
-    flat_h, flat_t = hidden.reshape(B * T, H), input_ids[:, 1:].reshape(B * T)
-    picked, entropy = [], []
-    for start in range(0, B * T, chunk_tokens):
-        args = (head, flat_h[start:start + chunk_tokens], flat_t[start:start + chunk_tokens], with_entropy,
-                entropy_grad)
-        if torch.is_grad_enabled() and flat_h.requires_grad:  # recompute this chunk's logits in backward
-            lp, ent = checkpoint(_chunk_logprobs, *args, use_reentrant=False)
-        else:
-            lp, ent = _chunk_logprobs(*args)
-        picked.append(lp)
-        entropy.append(ent)
-    logp = F.pad(torch.cat(picked).reshape(B, T), (1, 0))
+    logp, entropy = head_logprobs(head, hidden, input_ids[:, 1:], with_entropy, entropy_grad, chunk_tokens)
     if not with_entropy:
-        return logp
-    return logp, F.pad(torch.cat(entropy).reshape(B, T), (1, 0))
+        return F.pad(logp, (1, 0))
+    return F.pad(logp, (1, 0)), F.pad(entropy, (1, 0))
 
 
 def min_logprob_step_logits(token_logp: torch.Tensor, response_mask: torch.Tensor, step_ends: torch.Tensor,

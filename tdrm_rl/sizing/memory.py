@@ -13,8 +13,9 @@ backward and by torch.profiler's memory timeline (tests/unit/sizing/test_measure
 - the policy's LM head runs over `CHUNK_TOKENS`-token chunks (tdrm_rl/models/logprobs.py) and peaks at about
   20 B per chunk logit with a gradient (bf16 head output, fp32 copy, log-sum-exp, softmax and product for the
   entropy, their gradients), 8 B without;
-- the PRM's log-prob read-out (tdrm_rl/models/load.py, LogprobValueModel) takes fp32 log-softmax over the WHOLE
-  sequence, not in chunks: about 16 B per logit with a gradient, 8 B without.
+- the PRM's log-prob read-out (tdrm_rl/models/load.py, LogprobValueModel) runs the same chunked head (no entropy):
+  also about 20 B per chunk logit with a gradient (the chunk's logits recomputed in backward, then their
+  gradients), 8 B without. It took fp32 log-softmax over the whole sequence before: 16 B per logit of EVERY token.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ MLP_BYTES_PER_UNIT = 8
 CHECKPOINT_BYTES_PER_HIDDEN = 2
 BACKWARD_BYTES_PER_HIDDEN = 8  # the hidden-state gradient flowing down (fp32 at the head, bf16 residuals)
 CHUNK_LOGIT_BYTES_GRAD, CHUNK_LOGIT_BYTES_NOGRAD = 20, 8
-FULL_LOGIT_BYTES_GRAD, FULL_LOGIT_BYTES_NOGRAD = 16, 8
 
 # DeepSpeed defaults the project does not override (workers/deepspeed.py deepspeed_config).
 REDUCE_BUCKET_ELEMENTS = 500_000_000  # zero_optimization.reduce_bucket_size
@@ -140,18 +140,12 @@ def decoder_activations(shape: ModelShape, tokens: int, checkpointing: bool) -> 
 
 
 def chunked_logits(shape: ModelShape, tokens: int, chunk_tokens: int, grad: bool) -> Term:
-    """The policy's LM head: one chunk of [chunk_tokens, vocab] logits alive at a time."""
+    """The LM head (the policy's, and the PRM's logprob read-out): one chunk of [chunk_tokens, vocab] logits alive
+    at a time."""
     live = min(tokens, chunk_tokens)
     per = CHUNK_LOGIT_BYTES_GRAD if grad else CHUNK_LOGIT_BYTES_NOGRAD
     return Term("logits", per * live * shape.vocab, f"one {live}-token LM-head chunk x vocab {shape.vocab}, "
                 f"{per} B per logit")
-
-
-def full_logits(shape: ModelShape, tokens: int, grad: bool) -> Term:
-    """The PRM's log-prob read-out: fp32 log-softmax over every token of the micro-batch at once."""
-    per = FULL_LOGIT_BYTES_GRAD if grad else FULL_LOGIT_BYTES_NOGRAD
-    return Term("logits", per * tokens * shape.vocab, f"{tokens} tokens x vocab {shape.vocab}, {per} B per logit "
-                "(prm.readout=logprob: the whole sequence at once)")
 
 
 def vllm_engine(shape: ModelShape, utilization: float, gpu_bytes: float, tp: int, dtype_bytes: int) -> Usage:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tdrm_rl.config import RunConfig
-from tdrm_rl.sizing.memory import (BF16, GiB, Term, Usage, chunked_logits, decoder_activations, full_logits,
+from tdrm_rl.sizing.memory import (BF16, GiB, Term, Usage, chunked_logits, decoder_activations,
                                    kv_cache_bytes, layer_activation_bytes_per_token, optimizer_step, vllm_engine,
                                    zero_buffers, zero_states)
 from tdrm_rl.sizing.shapes import ModelShape, model_shape
@@ -118,9 +118,9 @@ def trainer_usage(cfg: RunConfig, role: str, shape: ModelShape, rank: int, seq_t
             usage.resident.append(Term("EMA target", BF16 * params, "deep copy of the PRM for TD bootstraps"))
         logprob = prm_readout(cfg) == "logprob"
         usage.phases["update"] = [decoder_activations(shape, tokens, ckpt)] + (
-            [full_logits(shape, tokens, grad=True)] if logprob else [])
+            [chunked_logits(shape, tokens, CHUNK_TOKENS, grad=True)] if logprob else [])
         usage.phases["values pass"] = [_forward_buffers(shape, tokens)] + (
-            [full_logits(shape, tokens, grad=False)] if logprob else [])
+            [chunked_logits(shape, tokens, CHUNK_TOKENS, grad=False)] if logprob else [])
     usage.phases["optimizer step"] = optimizer_step(params, z, world)
     if z == 3:
         usage.phases["checkpoint save"] = [_largest_module(shape)]

@@ -34,14 +34,15 @@ def test_plan_prints_every_term_and_the_verdict_of_each_gpu(capsys) -> None:
 
 
 def test_plan_of_a_layout_that_cannot_fit_exits_1_and_says_why(capsys) -> None:
-    assert main(["plan", Z1, "prm.world_size=3", "rollout.num_workers=2"]) == 1
+    assert main(["plan", Z1, "prm.world_size=3", "rollout.num_workers=2", "prm.micro_batch_size=4"]) == 1
     out = capsys.readouterr().out
     assert "fits: NO" in out and "GPU 3 (prm[0]) needs" in out
 
 
 def test_train_refuses_it_with_one_line_and_exit_2_before_anything_starts(capsys, tmp_path) -> None:
     out_dir = tmp_path / "run"
-    code = main(["train", Z1, "prm.world_size=3", "rollout.num_workers=2", f"trainer.output_dir={out_dir}"])
+    code = main(["train", Z1, "prm.world_size=3", "rollout.num_workers=2", "prm.micro_batch_size=4",
+                 f"trainer.output_dir={out_dir}"])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and err.startswith("tdrm-rl: config error: ")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tdrm_rl.sizing.memory import (GiB, Term, Usage, chunked_logits, decoder_activations, full_logits,
+from tdrm_rl.sizing.memory import (GiB, Term, Usage, chunked_logits, decoder_activations,
                                    kv_cache_bytes, optimizer_step, vllm_engine, zero_buffers, zero_states)
 from tdrm_rl.sizing.shapes import ModelShape
 
@@ -57,12 +57,10 @@ def test_activations_with_and_without_checkpointing() -> None:
     assert decoder_activations(SHAPE, 1000, checkpointing=True).bytes == 1000 * (10 * 200 + 4600 + 1400)
 
 
-def test_logits_are_one_chunk_for_the_policy_and_the_whole_sequence_for_the_prm() -> None:
+def test_logits_are_one_lm_head_chunk_for_the_policy_and_the_prm() -> None:
     assert chunked_logits(SHAPE, 3000, 1024, grad=True).bytes == 20 * 1024 * 1000
     assert chunked_logits(SHAPE, 500, 1024, grad=True).bytes == 20 * 500 * 1000
     assert chunked_logits(SHAPE, 3000, 1024, grad=False).bytes == 8 * 1024 * 1000
-    assert full_logits(SHAPE, 3000, grad=True).bytes == 16 * 3000 * 1000
-    assert full_logits(SHAPE, 3000, grad=False).bytes == 8 * 3000 * 1000
 
 
 def test_vllm_kv_cache_is_what_is_left_of_its_share() -> None:

@@ -41,7 +41,7 @@ def test_a_tensor_parallel_engine_spans_its_gpus_with_a_share_of_the_weights() -
 
 
 def test_a_colocated_gpu_holds_every_process_peak_at_once() -> None:
-    plan = build_plan(load_config(Q05, COLOCATED_1GPU))
+    plan = build_plan(load_config(Q05, COLOCATED_1GPU + ["rollout.gpu_memory_utilization=0.6"]))
     assert labels(plan) == {"GPU 0": ["rollout[0]", "policy[0]", "prm[0]"]}
     gpu = plan.gpus[0]
     assert gpu.need() == pytest.approx(sum(u.peak() for u in gpu.usages))
@@ -67,19 +67,19 @@ def test_a_policy_rank_by_hand() -> None:
 
 
 def test_the_largest_fitting_value_fits_and_one_more_does_not() -> None:
-    plan = build_plan(load_config(R1_15B, ["prm.micro_batch_size=4"]))  # the recipe's old value: the PRM overflows
+    plan = build_plan(load_config(R1_15B, ["prm.micro_batch_size=48"]))  # the PRM overflows
     assert not plan.fits
     best = largest_fitting(plan, "prm.micro_batch_size")
-    assert best == 3
+    assert best == 44
     assert build_plan(load_config(R1_15B, [f"prm.micro_batch_size={best}"])).fits
     longest = largest_fitting(plan, "rollout.max_new_tokens")
-    assert build_plan(load_config(R1_15B, ["prm.micro_batch_size=4", f"rollout.max_new_tokens={longest}"])).fits
-    assert not build_plan(load_config(R1_15B, ["prm.micro_batch_size=4",
+    assert build_plan(load_config(R1_15B, ["prm.micro_batch_size=48", f"rollout.max_new_tokens={longest}"])).fits
+    assert not build_plan(load_config(R1_15B, ["prm.micro_batch_size=48",
                                                f"rollout.max_new_tokens={longest + 1}"])).fits
 
 
 def test_train_check_refuses_a_layout_that_cannot_fit_with_one_line() -> None:
-    old_z1 = load_config(Z1, ["prm.world_size=3", "rollout.num_workers=2"])  # the recipe before the plan
+    old_z1 = load_config(Z1, ["prm.world_size=3", "rollout.num_workers=2", "prm.micro_batch_size=4"])
     with pytest.raises(PlanError) as err:
         check_plan(old_z1, source="grpo_tdrm_glm_z1_9b.yaml")
     message = str(err.value)
