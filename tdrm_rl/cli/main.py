@@ -176,9 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--no-install", action="store_true", help="fail instead of pip-installing a missing package")
     models.set_defaults(handler=None, run=cmd_models)  # takes no recipe: main calls args.run(args)
     export = sub.add_parser("export", help="a run's final (or --step) policy and PRM as plain HF folders with model "
-                            "cards, ready to share", description="Copy the newest complete checkpoint of RUN_DIR (or "
-                            "the one of --step) to OUT/policy (an AutoModelForCausalLM folder: safetensors, tokenizer, "
-                            "chat template) and OUT/prm, without optimizer state, each with a README.md model card: "
+                            "cards, ready to share", description="Copy the newest whole checkpoint of RUN_DIR (a "
+                            "damaged newer one is skipped and named, as train's resume skips it; or the one of --step) "
+                            "to OUT/policy (an AutoModelForCausalLM folder: safetensors, tokenizer, chat template) and "
+                            "OUT/prm, without optimizer state, each with a README.md model card: "
                             "the recipe, the held-out numbers of the run's metrics.jsonl and eval.json, and how to "
                             "load it in transformers or vLLM with no tdrm-rl installed.")
     export.add_argument("run_dir", help="a run folder (trainer.output_dir of a `tdrm-rl train` run)")

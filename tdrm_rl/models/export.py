@@ -8,8 +8,10 @@
                   transformers alone
 
 No optimizer or engine state is copied (it lives in the checkpoint's *_engine folders). The checkpoint is the
-newest complete one (tdrm_rl.rl.checkpoint), or the one of `--step`. A tokenizer without a chat template gets one
-that renders a question exactly as the policy saw it in training, so chat APIs reproduce the training prompts.
+newest whole one, by the rule `train`'s resume uses (tdrm_rl.rl.checkpoint.newest_whole: a damaged newer one is
+skipped and named in one log line), or the one of `--step`, which must be whole. A tokenizer without a chat
+template gets one that renders a question exactly as the policy saw it in training, so chat APIs reproduce the
+training prompts.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import types
 from typing import Any
 
 from tdrm_rl.models.load import ModelFolderError, prm_checkpoint_readout
-from tdrm_rl.rl.checkpoint import complete_checkpoints
+from tdrm_rl.rl.checkpoint import checkpoint_problem, checkpoint_root, complete_checkpoints, newest_whole, say_skipped
 from tdrm_rl.rl.tracking import read_metrics, read_run_command
 
 # The run's resolved recipe, copied into each exported folder.
@@ -34,17 +36,26 @@ class ExportError(ModelFolderError):
 
 
 def pick_checkpoint(run_dir: str, step: int | None = None) -> tuple[int, str]:
-    """(step, folder) of the newest complete checkpoint of `run_dir`, or of the one at `step`."""
+    """(step, folder) of the newest whole checkpoint of `run_dir` (newer damaged ones are skipped, each named in
+    one log line, as `trainer.resume=auto` skips them), or of the one at `step`, refused when it is damaged."""
     if not os.path.isdir(run_dir):
         raise ExportError(f"{run_dir}: no such run folder")
     found = complete_checkpoints(run_dir)
     if not found:
-        raise ExportError(f"{run_dir}: no complete checkpoint under {os.path.join(run_dir, 'checkpoints')} (a run "
+        raise ExportError(f"{run_dir}: no complete checkpoint under {checkpoint_root(run_dir)} (a run "
                           "writes one at its end and every trainer.save_every steps; none with save_every=-1)")
     if step is None:
-        return found[-1]
+        path, damaged = newest_whole(run_dir)
+        if path is None:
+            raise ExportError(f"{run_dir}: no whole checkpoint under {checkpoint_root(run_dir)}, newest: "
+                              f"{os.path.basename(damaged[0][0])} ({damaged[0][1]})")
+        say_skipped(damaged, path)
+        return next(s for s, p in found if p == path), path
     for s, path in found:
         if s == step:
+            problem = checkpoint_problem(path)
+            if problem:
+                raise ExportError(f"{run_dir}: the checkpoint at step {step} is damaged: {problem}")
             return s, path
     raise ExportError(f"{run_dir}: no complete checkpoint at step {step}; there are: "
                       + ", ".join(str(s) for s, _ in found))

@@ -131,7 +131,8 @@ def newest_whole(output_dir: str) -> tuple[Optional[str], list[tuple[str, str]]]
     return None, damaged
 
 
-def _say_skipped(damaged: list[tuple[str, str]], used: Optional[str]) -> None:
+def say_skipped(damaged: list[tuple[str, str]], used: Optional[str]) -> None:
+    """One log line naming the damaged checkpoints newest_whole passed over, and the one used instead."""
     if damaged:
         names = "; ".join(f"{os.path.basename(p)} ({why})" for p, why in damaged)
         logging.getLogger("tdrm_rl").warning("skipping damaged checkpoint %s in %s; using %s", names,
@@ -141,7 +142,7 @@ def _say_skipped(damaged: list[tuple[str, str]], used: Optional[str]) -> None:
 def latest_checkpoint(output_dir: str) -> Optional[str]:
     """The newest whole checkpoint; a damaged newer one is skipped and named in one log line."""
     path, damaged = newest_whole(output_dir)
-    _say_skipped(damaged, path)
+    say_skipped(damaged, path)
     return path
 
 
@@ -157,7 +158,7 @@ def resolve_resume(resume: str, output_dir: str) -> Optional[str]:
         if path is None and damaged:
             raise ValueError(f"trainer.resume=auto: no whole checkpoint in {checkpoint_root(output_dir)}, newest: "
                              f"{os.path.basename(damaged[0][0])} ({damaged[0][1]}); move them away to start afresh")
-        _say_skipped(damaged, path)
+        say_skipped(damaged, path)
         return path
     if not is_complete(resume):
         raise ValueError(f"trainer.resume={resume!r} is not a complete checkpoint (no {COMPLETE} marker)")

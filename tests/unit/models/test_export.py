@@ -246,6 +246,44 @@ def test_bad_exports_are_one_line_errors(exported, tmp_path, capsys):
     assert not os.path.exists(tmp_path / "x") and not os.path.exists(tmp_path / "z")
 
 
+def test_a_damaged_newest_checkpoint_is_skipped_as_resume_skips_it(exports, tmp_path, capsys, caplog):
+    """The newest checkpoint's policy weights cut short (shorter than COMPLETE recorded): the export takes the
+    previous whole one and says so in one log line (train's resume rule, rl/checkpoint.newest_whole); --step of the
+    damaged one is refused, and so is a run with no whole checkpoint left."""
+    import logging
+    import shutil
+
+    run = str(tmp_path / "run")
+    shutil.copytree(exports["logprob"][0], run)
+    root = os.path.join(run, "checkpoints")
+    weights = os.path.join(root, "step_000004", "policy", "model.safetensors")
+    size = os.path.getsize(weights)
+    with open(weights, "r+b") as f:
+        f.truncate(size - 1)
+    out = str(tmp_path / "export")
+    with caplog.at_level(logging.WARNING, logger="tdrm_rl"):
+        assert main(["export", run, "--out", out]) == 0
+    assert [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()] == [
+        f"skipping damaged checkpoint step_000004 (policy/model.safetensors holds {size - 1} bytes, {size} were "
+        f"written) in {root}; using {os.path.join(root, 'step_000002')}"]
+    assert capsys.readouterr().out.startswith(f"exported step 2 of {run}: ")
+    got = load_file(os.path.join(out, "policy", "model.safetensors"))
+    expected = load_file(os.path.join(root, "step_000002", "policy", "model.safetensors"))
+    assert got.keys() == expected.keys() and all(torch.equal(got[k], v) for k, v in expected.items())
+    assert "| 2 (this checkpoint) | 0.5 | 0.25 |" in open(os.path.join(out, "policy", "README.md")).read()
+
+    assert main(["export", run, "--out", str(tmp_path / "x"), "--step", "4"]) == 2
+    with open(os.path.join(root, "step_000002", "prm", "model.safetensors"), "r+b") as f:
+        f.truncate(10)
+    assert main(["export", run, "--out", str(tmp_path / "y")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0].endswith(f"{run}: the checkpoint at step 4 is damaged: policy/model.safetensors holds "
+                             f"{size - 1} bytes, {size} were written"), lines
+    assert lines[1].endswith(f"{run}: no whole checkpoint under {root}, newest: step_000004 "
+                             f"(policy/model.safetensors holds {size - 1} bytes, {size} were written)"), lines
+    assert len(lines) == 2 and not os.path.exists(tmp_path / "x") and not os.path.exists(tmp_path / "y")
+
+
 def test_a_wrapped_question_task_gets_a_template_that_renders_its_training_prompt(tiny_path, tmp_path):
     """A question task (GSM8K rows, '####' answers) on a tokenizer without a chat template: the card's messages
     carry the system prompt the run used, and the added template renders them as load_prompted_task did."""
