@@ -4,7 +4,7 @@ shapes.py  a model's architecture from its config.json (local, HF cache, or bund
 memory.py  bytes per process, term by term (states, activations, logits, vLLM share, sync buffers)
 plan.py    the layout's processes on their GPUs (workers/placement.py) and whether each GPU fits
 search.py  the largest lengths and micro-batches that fit; `check_plan` for train
-render.py  the text of `tdrm-rl plan` and the markdown tables of the README and docs/cluster.md
+render.py  the text of `tdrm-rl plan` and the markdown tables of docs/cluster.md
 docs.py    `python -m tdrm_rl.sizing.docs` regenerates those tables
 """
 

@@ -1,4 +1,4 @@
-"""The plan as text (`tdrm-rl plan`) and as the markdown tables the README and docs/cluster.md carry."""
+"""The plan as text (`tdrm-rl plan`) and as the markdown tables docs/cluster.md carries."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def role_peak(plan: Plan, role: str) -> float:
 
 
 def recipe_row(plan: Plan, recipe: str) -> str:
-    """One row of the README's GPU table."""
+    """One row of docs/cluster.md's family recipe table."""
     cfg, s = plan.cfg, plan.policy_shape
     rc = cfg.rollout
     layout = (f"{plural(rc.num_workers, 'engine')} TP{rc.tensor_parallel_size}, policy "
@@ -113,7 +113,7 @@ def recipe_row(plan: Plan, recipe: str) -> str:
             f"{rc.max_new_tokens} ({longest or 'none'}) | {peaks} | {'yes' if plan.fits else 'NO'} |")
 
 
-README_HEADER = ("| Model | Recipe | Params | GPUs | Layout | Response tokens (largest that fits) | "
+RECIPE_HEADER = ("| Model | Recipe | Params | GPUs | Layout | Response tokens (largest that fits) | "
                  "Peak GiB per GPU: policy / PRM / engine | Fits |\n|---|---|---|---|---|---|---|---|")
 
 

@@ -1,4 +1,5 @@
-"""Every recipe validates; the model-family recipes are consistent with their GPU layout and the README table."""
+"""Every recipe validates; the model-family recipes are consistent with their GPU layout and the recipe table of
+docs/cluster.md."""
 
 from __future__ import annotations
 
@@ -70,11 +71,13 @@ def test_family_recipe_extends_the_canonical_one_and_fits_its_gpus(recipe: str) 
 
 
 @pytest.mark.parametrize("recipe", FAMILY_RECIPES, ids=rel)
-def test_readme_gpu_table_lists_the_recipe(recipe: str) -> None:
+def test_cluster_doc_gpu_table_lists_the_recipe(recipe: str) -> None:
+    from tdrm_rl.sizing.docs import CLUSTER_DOC, generated_block
+
     cfg = load_config(recipe)
-    readme = open(os.path.join(ROOT, "README.md")).read()
-    rows = [line for line in readme.splitlines() if f"`{rel(recipe)}`" in line]
-    assert len(rows) == 1, f"README's GPU table has no single row for {rel(recipe)}"
+    table = generated_block(open(CLUSTER_DOC).read(), "recipe table")
+    rows = [line for line in table.splitlines() if f"`{rel(recipe)}`" in line]
+    assert len(rows) == 1, f"docs/cluster.md's GPU table has no single row for {rel(recipe)}"
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
     assert cfg.model.policy_path in rows[0]
     assert str(cfg.cluster.num_gpus) in cells, f"recommended GPU count {cfg.cluster.num_gpus} missing in {rows[0]}"
