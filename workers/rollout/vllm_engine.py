@@ -27,6 +27,8 @@ from tdrm_rl.workers.weight_sync import Plan, WeightSyncError, resolve_weight_sy
 EXTENSION = "tdrm_rl.workers.rollout.vllm_extension.WeightSyncExtension"
 # CPU only: KV-cache size (vLLM's default is 4 GiB per engine; the tiny and 135M models need far less).
 CPU_KV_CACHE_BYTES = 1 << 30
+# A weight load wakes a sleeping engine's weights only; its KV cache waits for the next generation (review F5).
+LOAD_TAGS = ("weights",)
 
 
 def vllm_env(cfg: RunConfig, gpu: bool) -> dict[str, str]:
@@ -59,7 +61,8 @@ class VLLMRolloutWorker(RolloutBackend):
                  num_threads: int = 0) -> None:
         super().__init__(cfg, model_path, rank, world_size, num_threads)
         self.gpu = torch.cuda.is_available()
-        self.asleep = False
+        self.asleep_tags: set[str] = set()  # what sleep freed and no wake_up took back yet
+        self.cached_prompt_tokens: list[int] = []  # of the last generate call, per request
 
     def setup(self) -> None:
         rc = self.cfg.rollout
@@ -97,6 +100,12 @@ class VLLMRolloutWorker(RolloutBackend):
         self.sleep()  # colocated: the trainers start next, on this GPU
 
     # ----- sleep / wake (colocated on GPU) -------------------------------------------------------------
+    SLEEP_TAGS = ("weights", "kv_cache")  # what vLLM's level-1 sleep frees; wake_up(tags=...) takes them back
+
+    @property
+    def asleep(self) -> bool:
+        return bool(self.asleep_tags)
+
     def sleep(self) -> None:
         """Offload weights to host memory and drop the KV cache, so the trainers sharing this GPU can use it.
 
@@ -104,16 +113,28 @@ class VLLMRolloutWorker(RolloutBackend):
         (`StepStages.free_rollout_gpu`), and the next call on the engine wakes it. Calls between (a weight load,
         then the evaluation's and the next step's generation) run on an engine that stays awake: one sleep/wake
         cycle per step, where sleeping after every call cost one per call (each copies every weight to the host
-        and back; review F16)."""
-        if self.cfg.rollout.enable_sleep_mode and self.cfg.cluster.colocate and not self.asleep:
+        and back; review F16). Level 1, not 2: the driver also sleeps the engine before a checkpoint, after the
+        step's weight load, when the weights it holds are the ones the next rollout needs
+        (docs/gpu_review_status.md, F16)."""
+        # Partly awake (a load woke the weights, no generation the KV cache since) counts as awake: vLLM's allocator
+        # offloads what is mapped and skips what still sleeps.
+        awake = set(self.SLEEP_TAGS) - self.asleep_tags
+        if self.cfg.rollout.enable_sleep_mode and self.cfg.cluster.colocate and awake:
             with self.lock.hold("sleep"):
                 self.llm.sleep(level=1)
-                self.asleep = True
+                self.asleep_tags = set(self.SLEEP_TAGS)
 
-    def wake_up(self) -> None:
-        if self.asleep:
-            self.llm.wake_up()
-            self.asleep = False
+    def wake_up(self, tags: tuple[str, ...] | list[str] | None = None) -> None:
+        """Take back what sleep freed: `tags` (a subset of SLEEP_TAGS) or all of it. A weight load wakes the weights
+        alone and leaves the KV cache asleep until the next generation (review F5): the load runs while the trainer
+        still holds its IPC buckets (a second bf16 copy of the model on this GPU), so the engine's KV share is not
+        mapped back beside them."""
+        wanted = [t for t in (self.SLEEP_TAGS if tags is None else tags) if t in self.asleep_tags]
+        if not wanted:
+            return
+        self.llm.wake_up(tags=wanted)
+        self.asleep_tags.difference_update(wanted)
+        if not self.asleep:
             # Woken weights may be new ones (a load between sleep and wake, or a level-2 sleep): no prefix KV from
             # before the sleep may serve a request after it.
             self.reset_prefix_cache("wake_up")
@@ -123,16 +144,18 @@ class VLLMRolloutWorker(RolloutBackend):
         cached KV was computed under the old weights, and a request sharing a prefix (a system prompt, a chat
         template, a repeated evaluation prompt) would otherwise run on old-weight KV. The logprob-gap check
         cannot see it (prompt logprobs skip the prefix cache). vLLM refuses while a request holds blocks; the
-        weights lock is held here, so none does, and a refusal is an error, never stale KV."""
+        weights lock is held here, so none does, and a refusal is an error, never stale KV. (With the KV cache still
+        asleep after a load, the reset is the scheduler's bookkeeping alone; it runs again when the cache wakes.)"""
         if not self.llm.reset_prefix_cache():
             raise WeightSyncError(f"rollout[{self.rank}]: vLLM did not reset its prefix cache after {after} "
                                   f"(requests still hold KV blocks); rollouts would reuse KV of the old weights")
 
     @contextmanager
-    def awake(self, what: str) -> Iterator[None]:
-        """Hold the weights lock for one call on an awake engine (woken if asleep; it stays awake after)."""
+    def awake(self, what: str, tags: tuple[str, ...] | None = None) -> Iterator[None]:
+        """Hold the weights lock for one call on an awake engine (woken if asleep; it stays awake after). `tags`: wake
+        only these (a weight load wakes ("weights",); the next generation wakes the rest)."""
         with self.lock.hold(what):
-            self.wake_up()
+            self.wake_up(tags)
             yield
 
     # ----- generation ----------------------------------------------------------------------------------
@@ -163,6 +186,9 @@ class VLLMRolloutWorker(RolloutBackend):
         with self.timed("generate"), self.awake("generate"):
             outputs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in requests], params,
                                         use_tqdm=False)
+        # Per request sent: the prompt tokens vLLM served from its prefix cache (vLLM's RequestOutput.num_cached_tokens;
+        # the GPU check reads it to see that no block cached before a weight load serves a request after it).
+        self.cached_prompt_tokens = [int(out.num_cached_tokens or 0) for out in outputs]
         result = Generated()
         for ids, out in zip(requests, outputs):
             for completion in sorted(out.outputs, key=lambda c: c.index):
@@ -196,7 +222,7 @@ class VLLMRolloutWorker(RolloutBackend):
         """`reload`: the full state dict through collective_rpc (a safetensors blob: msgpack-safe)."""
         from safetensors.torch import save
 
-        with self.timed("load_weights"), self.awake("update_weights"):
+        with self.timed("load_weights"), self.awake("update_weights", tags=LOAD_TAGS):
             blob = save(unshared(state_dict))
             self.llm.collective_rpc("tdrm_load_weights", args=(blob,), timeout=self.cfg.rollout.sync_timeout_s)
             self.reset_prefix_cache("update_weights")
@@ -209,14 +235,14 @@ class VLLMRolloutWorker(RolloutBackend):
                                        timeout=self.cfg.rollout.sync_timeout_s)
 
     def receive_weights_nccl(self, plan: Plan, version: int) -> int:
-        with self.timed("load_weights"), self.awake("receive_weights_nccl"):
+        with self.timed("load_weights"), self.awake("receive_weights_nccl", tags=LOAD_TAGS):
             self.llm.collective_rpc("tdrm_receive_broadcast", args=(plan,), timeout=self.cfg.rollout.sync_timeout_s)
             self.reset_prefix_cache("receive_weights_nccl")
             self.weights_version = version
         return self.weights_version
 
     def load_weights_ipc(self, plan: Plan, handles: dict[str, list[Any]], version: int) -> int:
-        with self.timed("load_weights"), self.awake("load_weights_ipc"):
+        with self.timed("load_weights"), self.awake("load_weights_ipc", tags=LOAD_TAGS):
             self.llm.collective_rpc("tdrm_load_ipc", args=(plan, handles), timeout=self.cfg.rollout.sync_timeout_s)
             self.reset_prefix_cache("load_weights_ipc")
             self.weights_version = version
