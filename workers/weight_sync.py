@@ -13,7 +13,9 @@ fails with an error naming the mode.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -193,12 +195,58 @@ class WeightSync:
         return self.rollout.get(refs, stage=f"weight_sync[{self.mode}] {what}", timeout=self.timeout,
                                 timeout_key="rollout.sync_timeout_s")
 
+    def _collective(self, parts: list[tuple[Any, list[Any], str]]) -> list[list[Any]]:
+        """Wait for both sides of one NCCL collective at once: [(group, refs by rank, what)] -> results by part.
+
+        NCCL has no timeout: when a rank of one side dies, the other side blocks in the collective for good, and so
+        does every later call queued on its actors (review F7). Waiting on one side first would sit out the deadline
+        when the other side is the one that died. So the first death restarts the other side's group (a restart kills
+        its actors) and is raised; the driver's recovery (RLTrainer.recover) restarts the dead side, builds a new
+        WeightSync and, as the step's update already ran, goes back to the newest whole checkpoint. A sync that
+        simply overruns is an error after rollout.sync_timeout_s, as before."""
+        import ray
+
+        from tdrm_rl.workers.group import LocalGroup, RoleError, WorkerDied
+
+        if any(isinstance(group, LocalGroup) for group, _, _ in parts):  # in-process groups: refs are the results
+            return [list(refs) for _, refs, _ in parts]
+        pending = {ref: (k, rank) for k, (_, refs, _) in enumerate(parts) for rank, ref in enumerate(refs)}
+        results: list[list[Any]] = [[None] * len(refs) for _, refs, _ in parts]
+        deadline = time.monotonic() + self.timeout
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            if not done:
+                late = ", ".join(sorted({f"{parts[k][0].who(r)} ({parts[k][2]})" for k, r in pending.values()}))
+                raise RoleError(f"{late}: stage 'weight_sync[{self.mode}]' did not finish within {self.timeout:.0f} s "
+                                f"(rollout.sync_timeout_s)")
+            for ref in done:
+                k, rank = pending.pop(ref)
+                group, _, what = parts[k]
+                try:
+                    results[k][rank] = group._result(ref, f"weight_sync[{self.mode}] {what}", rank)
+                except WorkerDied as died:
+                    for other, _, _ in parts:
+                        if other is not group:
+                            self._restart_stuck_peer(other, died)
+                    raise
+        return results
+
+    @staticmethod
+    def _restart_stuck_peer(group: Any, died: Exception) -> None:
+        logging.getLogger("tdrm_rl").warning("%s; restarting %s as well: its ranks are blocked in the NCCL weight "
+                                             "broadcast with the dead one (NCCL has no timeout)", died, group.role)
+        try:
+            group.restart()
+        except Exception as e:  # the recovery that follows meets the same problem and names it
+            logging.getLogger("tdrm_rl").warning("restarting %s failed: %s", group.role, e)
+
     def _init_nccl(self, tp: int) -> None:
         addr, port = self.policy.run_rank0("weight_group_address", stage="weight_group_address")
         world = 1 + tp * len(self.rollout.actors)
-        refs = [self.policy.actors[0].init_weight_group.remote(addr, port, world)]
-        refs += [a.init_weight_group.remote(addr, port, 1 + i * tp, world) for i, a in enumerate(self.rollout.actors)]
-        self._get(refs, "init")
+        sender = [self.policy.actors[0].init_weight_group.remote(addr, port, world)]
+        receivers = [a.init_weight_group.remote(addr, port, 1 + i * tp, world)
+                     for i, a in enumerate(self.rollout.actors)]
+        self._collective([(self.policy, sender, "init"), (self.rollout, receivers, "init")])  # a collective as well
 
     def sync(self, version: int) -> None:
         """Move policy weights into every rollout worker; each must report `version` back."""
@@ -210,8 +258,7 @@ class WeightSync:
         elif self.mode == "nccl":
             send = self.policy.submit("broadcast_weights", self.plan)
             recv = [a.receive_weights_nccl.remote(self.plan, version) for a in self.rollout.actors]
-            versions = self._get(recv, "receive")
-            self._get(send, "broadcast")
+            versions, _ = self._collective([(self.rollout, recv, "receive"), (self.policy, send, "broadcast")])
         else:  # ipc
             handles: dict[str, list[Any]] = {}
             for part in self._get(self.policy.submit("ipc_weight_handles", self.plan), "handles"):
