@@ -99,9 +99,13 @@ class WorkerGroup:
         who = self.who(rank)
         try:
             return ray.get(ref, timeout=0)
-        except ray.exceptions.RayActorError as e:
+        except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as e:
             cause = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise WorkerDied(self.role, f"{who}: worker died during stage '{stage}': {cause}") from None
+        except ray.exceptions.OutOfMemoryError:
+            # Ray's memory monitor killed the worker: the node ran low on memory (ours or another process's).
+            raise WorkerDied(self.role, f"{who}: worker killed by Ray's memory monitor during stage '{stage}' (the "
+                                        "node ran low on memory)") from None
         except ray.exceptions.RayTaskError as e:
             raise RoleError(f"{who}: stage '{stage}' failed: {e.cause!r}") from e
 
