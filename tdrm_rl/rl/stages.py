@@ -3,7 +3,8 @@
     rollout                  sample prompts; the rollout workers generate G responses each
     verify                   collate the batch; the task's verifier scores each final answer
     prm_values_and_logprobs  PRM values V(s_t) at every step end (one forward per trajectory), and the
-                             policy's old / reference logprobs beside them when the recipe needs them
+                             policy's old / reference logprobs beside them when the recipe needs them; with
+                             prm.reuse_values_forward the PRM keeps this pass for its TD update (no second forward)
     prm_update_before        prm.update=online_before only: a TD update, then the PRM re-scores the batch
     advantages               blend rule and PRM rewards, then the advantage estimator
     update                   policy update, and the PRM's TD update beside it (they touch different models)
@@ -135,7 +136,7 @@ class StepStages:
             with timer("verify"):
                 batch = self.verify_stage(gen, problems, outcome)
             with timer("prm_values_and_logprobs"):
-                prm_batch = self.score_stage(batch, problems)
+                prm_batch = self.score_stage(batch, problems, self.prm_keeps_values(step))
             prm_metrics = None
             if self.schedule.before_advantages:
                 with timer("prm_update_before"):
@@ -183,9 +184,17 @@ class StepStages:
         if self.cfg.cluster.colocate and self.cfg.rollout.enable_sleep_mode:
             self.rollout.call("sleep", stage="rollout_sleep")
 
-    def score_stage(self, batch: Batch, problems: list) -> Batch:
+    def prm_keeps_values(self, step: int) -> bool:
+        """prm.reuse_values_forward: whether this step's values pass may keep its graph for the PRM's TD update. Only
+        where that update is the PRM's next call on the same weights: beside the policy update (online; every_k on
+        its steps) or online_before's update before the advantages (never its re-score, which follows an update)."""
+        return self.cfg.prm.reuse_values_forward and (self.schedule.before_advantages
+                                                      or self.schedule.with_policy_update(step))
+
+    def score_stage(self, batch: Batch, problems: list, keep_for_update: bool = False) -> Batch:
         """PRM step logits into `batch.step_logits`; old / reference logprobs computed beside them when needed.
-        Returns the PRM's view of the batch (the batch itself unless the PRM has its own tokenizer)."""
+        Returns the PRM's view of the batch (the batch itself unless the PRM has its own tokenizer).
+        `keep_for_update`: the PRM keeps the pass for its TD update (`prm_keeps_values`)."""
         cfg = self.cfg
         self.free_rollout_gpu()  # the first stage this step that runs the trainers
         prm_batch = self.prm_view(batch, problems) if self.prm_view else batch
@@ -197,7 +206,8 @@ class StepStages:
         if cfg.policy.kl_coef > 0:
             policy_calls["ref_logprobs"] = "ref_logprobs"
         self.cores.stage(self.prm, *([self.policy] if policy_calls else []))
-        calls = {"step_logits": self.prm.start("values", prm_batch, stage="prm_values")}
+        calls = {"step_logits": self.prm.start("values", prm_batch, keep_for_update=keep_for_update,
+                                               stage="prm_values")}
         calls.update({field: self.policy.start(method, batch, stage=field) for field, method in policy_calls.items()})
         for field, call in calls.items():
             setattr(batch, field, call.result())

@@ -95,6 +95,24 @@ def prm_readout(cfg: RunConfig) -> str:
     return cfg.prm.readout
 
 
+def _prm_update_activations(cfg: RunConfig, shape: ModelShape, tokens: int, seq_tokens: int) -> Term:
+    """The PRM update's activations: one micro-batch's, or with prm.reuse_values_forward, where the whole shard's fit
+    in prm.reuse_values_max_gib (workers/prm.py decides by the same formula), every chunk's, kept from the values
+    pass until the update's backward reaches them."""
+    import math
+
+    pc, ckpt = cfg.prm, cfg.model.gradient_checkpointing
+    plain = decoder_activations(shape, tokens, ckpt)
+    if not pc.reuse_values_forward or pc.update == "frozen" or pc.zero_stage == 3:
+        return plain
+    rows = math.ceil(cfg.rollout.prompts_per_step * cfg.rollout.group_size / pc.world_size)
+    kept = decoder_activations(shape, rows * seq_tokens, ckpt)
+    if kept.bytes > pc.reuse_values_max_gib * GiB or kept.bytes <= plain.bytes:
+        return plain
+    return Term("activations", kept.bytes, f"{rows} rows x {seq_tokens} tokens: the values pass's, kept for the TD "
+                "update (prm.reuse_values_forward)")
+
+
 def trainer_usage(cfg: RunConfig, role: str, shape: ModelShape, rank: int, seq_tokens: int, sync_mode: str) -> Usage:
     """One policy or PRM rank: states resident; update, optimizer step, no-grad pass, sync, checkpoint as phases."""
     from tdrm_rl.models.logprobs import CHUNK_TOKENS
@@ -117,7 +135,7 @@ def trainer_usage(cfg: RunConfig, role: str, shape: ModelShape, rank: int, seq_t
         if cfg.prm.bootstrap == "ema":
             usage.resident.append(Term("EMA target", BF16 * params, "deep copy of the PRM for TD bootstraps"))
         logprob = prm_readout(cfg) == "logprob"
-        usage.phases["update"] = [decoder_activations(shape, tokens, ckpt)] + (
+        usage.phases["update"] = [_prm_update_activations(cfg, shape, tokens, seq_tokens)] + (
             [chunked_logits(shape, tokens, CHUNK_TOKENS, grad=True)] if logprob else [])
         usage.phases["values pass"] = [_forward_buffers(shape, tokens)] + (
             [chunked_logits(shape, tokens, CHUNK_TOKENS, grad=False)] if logprob else [])
