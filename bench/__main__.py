@@ -1,7 +1,8 @@
 """`python -m bench [--quick]`: run every benchmark section, print tables, write reports/bench.{md,json}.
 
 Sections: single-pass vs per-prefix PRM scoring, TD-target throughput, the RL step breakdown and
-scaling, async vs sync rollout, peak memory per role, and TRL's GRPOTrainer vs tdrm-rl.
+scaling, async vs sync rollout, one vs two PRM forwards per step, peak memory per role, and TRL's GRPOTrainer
+vs tdrm-rl.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats (for iterating)")
     p.add_argument("--out", default=os.path.join(ROOT, "reports"), help="folder for bench.md and bench.json")
-    p.add_argument("--skip", default="", help="comma-separated sections to skip: scoring,td,memory,rl,async,trl")
+    p.add_argument("--skip", default="", help="comma-separated sections to skip: scoring,td,memory,rl,async,trl,reuse")
     return p.parse_args(argv)
 
 
@@ -68,14 +69,14 @@ def write_reports(out_dir: str, results: dict[str, Any], tables: list) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     skip = {s for s in args.skip.split(",") if s}
-    unknown = skip - {"scoring", "td", "memory", "rl", "async", "trl"}
+    unknown = skip - {"scoring", "td", "memory", "rl", "async", "trl", "reuse"}
     if unknown:
         print(f"bench: unknown section(s) in --skip: {sorted(unknown)}", file=sys.stderr)
         return 2
     start = time.time()
     import ray
 
-    from bench import logprob_memory, rl_step, scoring, td_throughput, trl_compare
+    from bench import logprob_memory, prm_reuse, rl_step, scoring, td_throughput, trl_compare
     from tdrm_rl.config import load_config
     from tdrm_rl.models.load import set_cpu_defaults
     from tdrm_rl.models.sft import ensure_policy
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         record("td_targets", td_throughput.run(args.quick))
     if "memory" not in skip:
         record("logprob_memory", logprob_memory.run(args.quick))
-    if skip >= {"rl", "async", "trl"}:
+    if skip >= {"rl", "async", "trl", "reuse"}:
         return finish(args, results, tables, start)
 
     # Logical CPUs only: two trainers (six actors) must fit; each actor pins its own torch threads.
@@ -129,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
             sync.step(1)  # first-step warm-up (allocator, DeepSpeed) off the clock
             prm_wall_share = results.get("trl_comparison", {}).get("prm_critical_path_share")
             record("rl_step", rl_step.run_sync(sync, args.quick, max_new, prm_wall_share))
+        if "reuse" not in skip:
+            fresh = build_trainer(policy_path, f"{work}/reuse")
+            record("prm_reuse", prm_reuse.run(fresh, args.quick, trajectories, max_new))
+            fresh.kill()
         record("memory", rl_step.run_memory(sync))
         sync.kill()
     finally:

@@ -20,7 +20,10 @@ from bench.rl_step import STAGES, BenchTrainer
 
 def prm_off(trainer: BenchTrainer, off: bool) -> None:
     """PRM off: no TD update and no PRM term in the reward (the PRM still scores, as the driver always does)."""
+    from tdrm_rl.rl.schedule import PRMSchedule
+
     trainer.cfg.prm.update = "frozen" if off else "online"
+    trainer.schedule = PRMSchedule(trainer.cfg.prm)  # it reads prm.update once, when built
     trainer.cfg.reward.w_prm, trainer.cfg.reward.w_rule = (0.0, 1.0) if off else (0.2, 0.8)
 
 
