@@ -16,12 +16,13 @@ def _run_folder(tmp_path, evals: dict[int, float], steps: int = 4) -> str:
     rows = [{"step": 0, "eval/greedy_accuracy": evals[0]}]
     for s in range(1, steps + 1):
         rows.append({"step": s, "timing_s/step": 10.0, "timing_s/rollout": 4.0, "timing_s/update": 5.0,
-                     "timing_s/policy_update": 4.5, "reward/rule_mean": 0.1 * s, "prm/ranking_accuracy": 0.5 + 0.1 * s})
+                     "timing_s/policy_update": 4.5, "reward/rule_mean": 0.1 * s,
+                     "prm/ranking_accuracy": 0.5 + 0.1 * s if s < 4 else None})
         if s in evals:
             rows.append({"step": s, "eval/greedy_accuracy": evals[s]})
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (run / "summary.json").write_text(json.dumps({"eval_problems": 100, "rl_seconds": 120.0}))
-    (run / "command.json").write_text(json.dumps({"command": "tdrm-rl train r.yaml"}))
+    (run / "command.json").write_text(json.dumps({"command": "train", "recipe": "r.yaml", "overrides": ["a.b=1"]}))
     return str(run)
 
 
@@ -34,11 +35,12 @@ def test_report_states_before_after_stage_shares_and_trends(tmp_path):
     assert numbers["gain_points"] == pytest.approx(6.0)
     assert numbers["se_points"] == pytest.approx(5.0)  # sqrt(0.25 / 100)
     text = open(out).read()
-    assert "**+6.0 points**" in text and "`make x`" in text and "tdrm-rl train r.yaml" in text
+    assert "**+6.0 points**" in text and "`make x`" in text and "`tdrm-rl train r.yaml a.b=1`" in text
     assert "| `rollout` (driver stage) | 4.0 | 40% |" in text
     assert "| `policy_update` (inside a worker) | 4.5 | 45% |" in text
-    # first 2 vs last 2 of 4 steps: ranking accuracy 0.65 -> 0.85
-    assert "| PRM within-group ranking accuracy | `prm/ranking_accuracy` | 0.650 | 0.850 |" in text
+    # first 2 vs last 2 of 4 steps: ranking accuracy 0.65 -> 0.8 (undefined at step 4: no mixed group)
+    assert "| PRM within-group ranking accuracy | `prm/ranking_accuracy` | 0.650 | 0.800 (1 of 2 steps) |" in text
+    assert "| train accuracy (sampled, rule reward) | `reward/rule_mean` | 0.150 | 0.350 |" in text
     assert os.path.getsize(numbers["plot"]) > 1000 and "r_curves.png" in text
 
 
