@@ -27,6 +27,7 @@ from transformers import (AutoModelForCausalLM, AutoModelForTokenClassification,
 from transformers.utils import logging as hf_logging
 
 from tdrm_rl.config import ModelConfig, is_hub_id
+from tdrm_rl.models.lm_head import CHUNK_TOKENS, head_logprobs
 from tdrm_rl.models.packing import forward_logits
 
 # Std of the fresh PRM head: small, so every initial value is ~sigmoid(0) = 0.5.
@@ -191,11 +192,11 @@ class LogprobValueModel(torch.nn.Module):
     a * log p(x_{j+1} | x_<=j), the scaled log-prob of the NEXT input token (0 at the last column).
     `prm_step_logits` shifts channel 1 onto the token it scores, takes its running min over the response
     and adds it at the step ends. Saves as the causal-LM checkpoint plus value_head.safetensors.
-    The log-probs come from `head_logprobs` (tdrm_rl/models/logprobs.py) in `chunk_tokens`-token chunks.
+    The log-probs come from the policy's chunked LM head (tdrm_rl/models/lm_head.py) in `chunk_tokens`-token chunks.
     """
 
     readout = "logprob"
-    chunk_tokens: int | None = None  # LM-head chunk; None: logprobs.CHUNK_TOKENS
+    chunk_tokens: int | None = None  # LM-head chunk; None: lm_head.CHUNK_TOKENS
 
     def __init__(self, lm: torch.nn.Module) -> None:
         super().__init__()
@@ -216,8 +217,6 @@ class LogprobValueModel(torch.nn.Module):
         hidden = self.lm.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                     use_cache=False).last_hidden_state  # after the final norm
         value = self.score(hidden)  # [B, L, 1]
-        from tdrm_rl.models.logprobs import CHUNK_TOKENS, head_logprobs  # (logprobs.py imports this module)
-
         # The policy's chunked LM head: one [chunk_tokens, V] float32 block at a time, never [B, L-1, V].
         logp_next, _ = head_logprobs(self.lm.get_output_embeddings(), hidden[:, :-1], input_ids[:, 1:],
                                      chunk_tokens=self.chunk_tokens or CHUNK_TOKENS)  # [B, L-1]

@@ -41,7 +41,7 @@ def steps_with_recorded_rollout(cfg, path: str, events: list) -> InProcessSteps:
     steps.rollout = LocalGroup([rollout], "rollout")
     steps.weight_sync = WeightSync(cfg, steps.policy, steps.rollout)
     values = steps.prm.workers[0].values
-    steps.prm.workers[0].values = lambda batch: (events.append("prm.values"), values(batch))[1]
+    steps.prm.workers[0].values = lambda batch, **kw: (events.append("prm.values"), values(batch, **kw))[1]
     return steps
 
 
