@@ -1,5 +1,6 @@
+import json
 import os
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import pytest
 
@@ -14,6 +15,14 @@ TINY = ["sft.steps=150", "data.eval_size=32", "rollout.prompts_per_step=4", "rol
         "trainer.progress=false",
         # The e2e runs test other things: no offline PRM warm-up (tests/unit/prm_tools/test_warmup.py covers it).
         "prm_warmup.enabled=false"]
+# Deterministic and small: one torch thread per worker, few eval problems, no TensorBoard.
+FAST = TINY + ["data.eval_size=8", "trainer.torch_threads=1", "trainer.loggers=[jsonl]"]
+
+# The uninterrupted run that resume and fault tests must end on (reference_run): 4 steps of 4 problems over a pool
+# of 8 (step 2 ends epoch 0), a checkpoint after every step, all kept, evaluation only at the start and the end.
+REFERENCE_STEPS = 4
+REFERENCE = [f"trainer.total_steps={REFERENCE_STEPS}", "data.train_size=8", "trainer.save_every=1",
+             "trainer.keep_checkpoints=0", "trainer.eval_every=100", "data.eval_size=4"]
 
 
 @pytest.fixture(scope="session")
@@ -33,12 +42,42 @@ def tiny_config(tmp_path, cache_dir, *extra):
     return load_config(RECIPE, TINY + [f"model.cache_dir={cache_dir}", f"trainer.output_dir={tmp_path}/run", *extra])
 
 
+def run_args(tmp_path, name: str, tiny_cache: str, tiny_policy: str, *extra: str) -> list[str]:
+    """The overrides of a FAST run of the warm-started tiny policy into tmp_path/name (CLI or load_config)."""
+    return FAST + [f"model.cache_dir={tiny_cache}", f"model.policy_path={tiny_policy}",
+                   f"trainer.output_dir={tmp_path}/{name}", *extra]
+
+
+def metric_rows(run_dir: str) -> dict[int, dict]:
+    rows = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+    by_step = {r["step"]: r for r in rows}
+    assert len(by_step) == len(rows), "a step was logged twice"
+    return by_step
+
+
 @pytest.fixture(scope="session")
 def tiny_policy(tiny_cache, tmp_path_factory):
     from tdrm_rl.models.sft import ensure_policy
 
     cfg = tiny_config(tmp_path_factory.mktemp("sft"), tiny_cache)
     return ensure_policy(cfg, progress=False)
+
+
+@pytest.fixture(scope="session")
+def reference_run(ray_local, tmp_path_factory, tiny_cache, tiny_policy) -> str:
+    """The output folder of one uninterrupted REFERENCE run (in this session's Ray instance), trained once for every
+    test whose faulted or resumed run must end on its metrics and weights: tests/e2e/test_faults.py and
+    test_reliability.py's SIGKILL-then-resume. Read it, never write into it."""
+    from tdrm_rl.rl.trainer import RLTrainer
+
+    cfg = load_config(RECIPE, run_args(tmp_path_factory.mktemp("reference"), "straight", tiny_cache, tiny_policy,
+                                       *REFERENCE))
+    with RLTrainer(cfg, tiny_policy) as trainer:
+        trainer.fit()
+    rows = metric_rows(cfg.trainer.output_dir)
+    assert sorted(rows) == list(range(REFERENCE_STEPS + 1))
+    assert all(row.get("verify/timeouts", 0) == 0 for row in rows.values())
+    return cfg.trainer.output_dir
 
 
 def require_vllm():
@@ -66,3 +105,39 @@ def rollout_backends(cfg, policy_path: str):
     finally:
         if "vllm" in workers:
             workers["vllm"].llm.llm_engine.engine_core.shutdown()
+
+
+@pytest.fixture(scope="session")
+def _shared_backends():
+    """Holder of the one pair of rollout_backends that tiny_backends shares; whatever is still open at the end of the
+    session is closed then."""
+    held: dict = {}
+    yield held
+    if "stack" in held:
+        held.pop("stack").close()
+
+
+@pytest.fixture(scope="module")
+def tiny_backends(request, _shared_backends, tmp_path_factory, tiny_cache, tiny_policy):
+    """(cfg, rollout_backends on the warm start): one HF worker and one vLLM engine for every module that asks, not
+    one per module (test_rollout_contract.py, test_rollout_prefix_cache.py). Each module gets them as they started:
+    the weights, weights_version and tokenizers a module changed are put back when it ends. The engine is stopped
+    after the last module of the session that uses it."""
+    held = _shared_backends
+    if "stack" not in held:
+        cfg = tiny_config(tmp_path_factory.mktemp("backends"), tiny_cache)
+        stack = ExitStack()
+        workers = stack.enter_context(rollout_backends(cfg, tiny_policy))
+        hf = workers["hf"]
+        held.update(stack=stack, cfg=cfg, workers=workers, version=hf.weights_version,
+                    state={k: v.detach().clone() for k, v in hf.model.state_dict().items()},
+                    tokenizers={name: w.tokenizer for name, w in workers.items()})
+    yield held["cfg"], held["workers"]
+    for name, worker in held["workers"].items():
+        worker.tokenizer = held["tokenizers"][name]
+        assert worker.update_weights(held["state"], held["version"]) == held["version"]
+    items = request.session.items
+    mine = [i for i, item in enumerate(items) if item.module is request.module]
+    if not any("tiny_backends" in item.fixturenames for item in items[max(mine) + 1:]):
+        held.pop("stack").close()
+        held.clear()

@@ -2,7 +2,8 @@
 either ends with the numbers of a run that never saw the fault (metrics and weights), or stops with a named error
 and leaves a checkpoint that resumes to them.
 
-One uninterrupted 3-step run is the reference for every case. The faults land where they hurt most: an actor
+One uninterrupted 4-step run is the reference for every case: the session's reference_run (tests/e2e/conftest.py),
+which test_reliability.py's SIGKILL-then-resume test shares; every faulted run here has its config. The faults land where they hurt most: an actor
 killed while it runs the stage (Ray's process title names the method), the driver killed while a checkpoint is
 half-written, the disk full while one is written, the newest checkpoint damaged. Unit-level cases, no Ray:
 tests/unit/rl/test_checkpoint.py (full disk on a real tmpfs, damaged checkpoints) and
@@ -20,17 +21,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.e2e.conftest import RECIPE
-from tests.e2e.test_reliability import (TIMING_PREFIXES, Cli, cmdline, kill_tagged, latest_steps, metric_rows,
-                                        run_args, wait_for)
+from tests.e2e.conftest import RECIPE, REFERENCE, REFERENCE_STEPS, metric_rows, run_args
+from tests.e2e.test_reliability import TIMING_PREFIXES, Cli, cmdline, kill_tagged, latest_steps, wait_for
 from tdrm_rl.config import load_config
 from tdrm_rl.rl import checkpoint
 from tdrm_rl.rl.checkpoint import COMPLETE, STATE, CheckpointError, checkpoint_problem
 from tdrm_rl.rl.trainer import RLTrainer
 
-STEPS = 3
-COMMON = [f"trainer.total_steps={STEPS}", "trainer.save_every=1", "trainer.keep_checkpoints=0",
-          "trainer.eval_every=100", "data.eval_size=4"]
+STEPS = REFERENCE_STEPS
+COMMON = REFERENCE  # a checkpoint after every step, all kept: the faults below land on and between them
 # Counts of the faults themselves, not results.
 FAULT_COUNTS = ("workers/restarts",)
 
@@ -74,15 +73,10 @@ def assert_same_run(reference: str, run: str) -> None:
             torch.testing.assert_close(wb[k], wa[k], rtol=1e-5, atol=1e-6)
 
 
-@pytest.fixture(scope="module")
-def straight(ray_local, tmp_path_factory, tiny_cache, tiny_policy) -> str:
-    """The reference: the same steps, no fault."""
-    out = tmp_path_factory.mktemp("faults")
-    cfg = load_config(RECIPE, run_args(out, "straight", tiny_cache, tiny_policy, *COMMON))
-    with RLTrainer(cfg, tiny_policy) as trainer:
-        trainer.fit()
-    assert all(row.get("verify/timeouts", 0) == 0 for row in metric_rows(cfg.trainer.output_dir).values())
-    return cfg.trainer.output_dir
+@pytest.fixture
+def straight(reference_run) -> str:
+    """The reference: the same steps, no fault (trained once per session)."""
+    return reference_run
 
 
 # ----- the matrix ------------------------------------------------------------------------------------

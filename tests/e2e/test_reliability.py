@@ -19,14 +19,12 @@ import ray
 import torch
 from safetensors.torch import load_file
 
-from tests.e2e.conftest import RECIPE, ROOT, TINY, tiny_config
+from tests.e2e.conftest import RECIPE, REFERENCE, REFERENCE_STEPS, ROOT, metric_rows, run_args, tiny_config
 from tdrm_rl.rl.checkpoint import COMPLETE, complete_checkpoints, read_state
 from tdrm_rl.rl.trainer import RLTrainer
 from tdrm_rl.workers.base import BaseWorker
 from tdrm_rl.workers.group import RoleError, WorkerGroup
 
-# Deterministic and small: one torch thread per worker, few eval problems, no TensorBoard.
-FAST = TINY + ["data.eval_size=8", "trainer.torch_threads=1", "trainer.loggers=[jsonl]"]
 # Metrics that are wall-clock measurements, not results.
 TIMING_PREFIXES = ("timing_s/", "throughput/")
 
@@ -91,18 +89,6 @@ class Cli:
         return left
 
 
-def run_args(tmp_path, name: str, tiny_cache: str, tiny_policy: str, *extra: str) -> list[str]:
-    return FAST + [f"model.cache_dir={tiny_cache}", f"model.policy_path={tiny_policy}",
-                   f"trainer.output_dir={tmp_path}/{name}", *extra]
-
-
-def metric_rows(run_dir: str) -> dict[int, dict]:
-    rows = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
-    by_step = {r["step"]: r for r in rows}
-    assert len(by_step) == len(rows), "a step was logged twice"
-    return by_step
-
-
 def wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None) -> None:
     deadline = time.time() + timeout
     while not predicate():
@@ -116,11 +102,15 @@ def last_line(err: str) -> str:
 
 
 # ----- resume ----------------------------------------------------------------------------------------
-def test_sigkill_then_resume_at_an_epoch_boundary_matches_an_uninterrupted_run(tmp_path, tiny_cache, tiny_policy):
-    """4 steps straight vs 2 steps, SIGKILL, resume to 4. The train set holds 8 problems and a step takes 4,
-    so the kill lands exactly on an epoch boundary: the resumed run must train steps 3-4 on epoch 1."""
-    common = ["trainer.total_steps=4", "trainer.save_every=2", "data.train_size=8", "trainer.keep_checkpoints=2"]
-    straight = Cli(run_args(tmp_path, "straight", tiny_cache, tiny_policy, *common))
+def test_sigkill_then_resume_at_an_epoch_boundary_matches_an_uninterrupted_run(tmp_path, tiny_cache, tiny_policy,
+                                                                               reference_run):
+    """4 steps straight (the session's reference_run) vs 2 steps, SIGKILL, resume to 4. The train set holds 8
+    problems and a step takes 4, so the kill lands exactly on an epoch boundary: the resumed run must train steps 3-4
+    on epoch 1. It checkpoints every 2 steps and keeps 2 (the reference: every step, all kept), so retention and a
+    checkpoint cadence that changes no number are checked on the way."""
+    assert REFERENCE_STEPS == 4 and "data.train_size=8" in REFERENCE
+    cadence = ("trainer.save_every=", "trainer.keep_checkpoints=")
+    common = [o for o in REFERENCE if not o.startswith(cadence)] + ["trainer.save_every=2", "trainer.keep_checkpoints=2"]
     killed = Cli(run_args(tmp_path, "killed", tiny_cache, tiny_policy, *common))
     ckpt2 = tmp_path / "killed" / "checkpoints" / "step_000002"
     try:
@@ -129,16 +119,14 @@ def test_sigkill_then_resume_at_an_epoch_boundary_matches_an_uninterrupted_run(t
         killed.wait()
         kill_tagged(killed.tag)  # the driver had no chance to stop its Ray instance
         assert 2 in latest_steps(tmp_path / "killed")
-        rc, err = straight.wait()
-        assert rc == 0, err[-3000:]
         resumed = Cli(run_args(tmp_path, "killed", tiny_cache, tiny_policy, *common, "trainer.resume=auto"))
         rc, err = resumed.wait()
         assert rc == 0, err[-3000:]
         assert resumed.leftover() == []
     finally:
-        kill_tagged(straight.tag), kill_tagged(killed.tag)
+        kill_tagged(killed.tag)
 
-    a, b = metric_rows(str(tmp_path / "straight")), metric_rows(str(tmp_path / "killed"))
+    a, b = metric_rows(reference_run), metric_rows(str(tmp_path / "killed"))
     assert sorted(a) == sorted(b) == [0, 1, 2, 3, 4]
     assert [b[s]["data/epoch"] for s in (1, 2, 3, 4)] == [0, 0, 1, 1]
     for step in (1, 2, 3, 4):
@@ -151,7 +139,7 @@ def test_sigkill_then_resume_at_an_epoch_boundary_matches_an_uninterrupted_run(t
             else:
                 assert va == vb, (step, k)
     for role in ("policy", "prm"):
-        wa = load_file(str(tmp_path / "straight/checkpoints/step_000004" / role / "model.safetensors"))
+        wa = load_file(os.path.join(reference_run, "checkpoints/step_000004", role, "model.safetensors"))
         wb = load_file(str(tmp_path / "killed/checkpoints/step_000004" / role / "model.safetensors"))
         assert wa.keys() == wb.keys()
         for k in wa:

