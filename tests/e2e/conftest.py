@@ -141,3 +141,15 @@ def tiny_backends(request, _shared_backends, tmp_path_factory, tiny_cache, tiny_
     if not any("tiny_backends" in item.fixturenames for item in items[max(mine) + 1:]):
         held.pop("stack").close()
         held.clear()
+
+
+@pytest.fixture(scope="module")
+def cfg(tiny_backends):
+    """The config of tiny_backends' pair (for the modules that use it)."""
+    return tiny_backends[0]
+
+
+@pytest.fixture(scope="module")
+def backends(tiny_backends):
+    """tiny_backends' rollout backends by name ("hf", "vllm")."""
+    return tiny_backends[1]

@@ -25,16 +25,6 @@ ATOL = 1e-4  # float32 on CPU: the two backends' forward passes differ by ~1e-6;
 
 
 @pytest.fixture(scope="module")
-def cfg(tiny_backends):
-    return tiny_backends[0]
-
-
-@pytest.fixture(scope="module")
-def backends(tiny_backends):
-    return tiny_backends[1]
-
-
-@pytest.fixture(scope="module")
 def prompts(cfg):
     return [p.prompt for p in get_task(cfg.data).sample_train(4, random.Random(0))]
 

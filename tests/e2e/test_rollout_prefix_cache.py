@@ -20,16 +20,6 @@ ATOL = 1e-4  # float32 on CPU, as in the contract test; the stale-prefix error i
 
 
 @pytest.fixture(scope="module")
-def cfg(tiny_backends):
-    return tiny_backends[0]
-
-
-@pytest.fixture(scope="module")
-def backends(tiny_backends):
-    return tiny_backends[1]
-
-
-@pytest.fixture(scope="module")
 def long_prompt(cfg, backends):
     """One task prompt behind a long shared prefix (as a system prompt or chat template would be): > 2 KV blocks."""
     tokenizer = backends["vllm"].tokenizer
