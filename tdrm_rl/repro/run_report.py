@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any, Optional
 
-from tdrm_rl.repro.tables import markdown_table
+from tdrm_rl.repro.tables import markdown_table, mean_std
 from tdrm_rl.rl.metrics import STAGES
 from tdrm_rl.rl.tracking import plot_curves, read_metrics, read_run_command
 
@@ -30,9 +30,10 @@ TREND_KEYS = (("reward/rule_mean", "train accuracy (sampled, rule reward)"),
 WINDOW = 10
 
 
-def _mean(xs: list[float]) -> Optional[float]:
-    xs = [x for x in xs if x is not None and math.isfinite(x)]
-    return sum(xs) / len(xs) if xs else None
+def _mean(xs: list[Optional[float]]) -> Optional[float]:
+    """Mean of the finite values (tables.mean_std), None when there are none."""
+    m = mean_std(xs)[0]
+    return None if math.isnan(m) else m
 
 
 def _fmt(v: Optional[float], digits: int = 3) -> str:
