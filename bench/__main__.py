@@ -1,8 +1,8 @@
 """`python -m bench [--quick]`: run every benchmark section, print tables, write reports/bench.{md,json}.
 
 Sections: single-pass vs per-prefix PRM scoring, TD-target throughput, the RL step breakdown and
-scaling, async vs sync rollout, one vs two PRM forwards per step, peak memory per role, and TRL's GRPOTrainer
-vs tdrm-rl.
+scaling, async vs sync rollout, one vs two PRM forwards per step, peak memory per role, TRL's GRPOTrainer
+vs tdrm-rl, and the wall time each of them takes to a held-out accuracy target (time to accuracy).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats (for iterating)")
     p.add_argument("--out", default=os.path.join(ROOT, "reports"), help="folder for bench.md and bench.json")
-    p.add_argument("--skip", default="", help="comma-separated sections to skip: scoring,td,memory,rl,async,trl,reuse")
+    p.add_argument("--skip", default="", help="comma-separated sections to skip: scoring,td,memory,rl,async,trl,tta,reuse")
     return p.parse_args(argv)
 
 
@@ -69,14 +69,14 @@ def write_reports(out_dir: str, results: dict[str, Any], tables: list) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     skip = {s for s in args.skip.split(",") if s}
-    unknown = skip - {"scoring", "td", "memory", "rl", "async", "trl", "reuse"}
+    unknown = skip - {"scoring", "td", "memory", "rl", "async", "trl", "tta", "reuse"}
     if unknown:
         print(f"bench: unknown section(s) in --skip: {sorted(unknown)}", file=sys.stderr)
         return 2
     start = time.time()
     import ray
 
-    from bench import logprob_memory, prm_reuse, rl_step, scoring, td_throughput, trl_compare
+    from bench import logprob_memory, prm_reuse, rl_step, scoring, td_throughput, time_to_accuracy, trl_compare
     from tdrm_rl.config import load_config
     from tdrm_rl.models.load import set_cpu_defaults
     from tdrm_rl.models.sft import ensure_policy
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         record("td_targets", td_throughput.run(args.quick))
     if "memory" not in skip:
         record("logprob_memory", logprob_memory.run(args.quick))
-    if skip >= {"rl", "async", "trl", "reuse"}:
+    if skip >= {"rl", "async", "trl", "tta", "reuse"}:
         return finish(args, results, tables, start)
 
     # Logical CPUs only: two trainers (six actors) must fit; each actor pins its own torch threads.
@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
             fresh = build_trainer(policy_path, f"{work}/trl")
             record("trl_comparison", trl_compare.run(fresh, policy_path, args.quick, trajectories, max_new))
             fresh.kill()
+        if "tta" not in skip:
+            build = lambda name, *extra: build_trainer(policy_path, f"{work}/{name}", *extra)  # noqa: E731
+            record("time_to_accuracy", time_to_accuracy.run(cfg, policy_path, build, args.quick))
         sync = build_trainer(policy_path, f"{work}/sync")
         if "async" not in skip:
             async_ = build_trainer(policy_path, f"{work}/async", "trainer.async_rollout=true",

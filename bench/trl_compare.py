@@ -12,10 +12,11 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from typing import Any
+from typing import Any, Sequence
 
 from bench.common import Table, median
 from bench.rl_step import STAGES, BenchTrainer
+from tdrm_rl.config import RunConfig
 
 
 def prm_off(trainer: BenchTrainer, off: bool) -> None:
@@ -27,13 +28,43 @@ def prm_off(trainer: BenchTrainer, off: bool) -> None:
     trainer.cfg.reward.w_prm, trainer.cfg.reward.w_rule = (0.0, 1.0) if off else (0.2, 0.8)
 
 
+def grpo_trainer(cfg: RunConfig, policy_path: str, task: Any, problems: Sequence[Any], trajectories: int,
+                 max_steps: int, callbacks: list, seed: int = 0, max_new_tokens: int | None = None) -> Any:
+    """TRL's GRPOTrainer on `problems` (taken in order, `trajectories // G` per step) with the rule reward only,
+    at the recipe's settings: G, max new tokens, sampling, lr, AdamW (betas 0.9/0.999 as workers/deepspeed.py,
+    constant lr: the policy worker has no scheduler), weight decay, grad clip, PPO clip, KL coefficient, token-mean
+    loss (TRL's "dapo"), one optimizer step per batch in micro-batches of policy.micro_batch_size."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    micro = min(cfg.policy.micro_batch_size, trajectories)
+    args = GRPOConfig(
+        output_dir=tempfile.mkdtemp(prefix="trl-bench-"), use_cpu=True, bf16=False, fp16=False,
+        per_device_train_batch_size=micro, gradient_accumulation_steps=trajectories // micro,
+        num_generations=cfg.rollout.group_size, max_completion_length=max_new_tokens or cfg.rollout.max_new_tokens,
+        num_iterations=1, beta=cfg.policy.kl_coef, loss_type="dapo", learning_rate=cfg.policy.lr,
+        lr_scheduler_type="constant", optim="adamw_torch", adam_beta1=0.9, adam_beta2=0.999,
+        weight_decay=cfg.policy.weight_decay, max_grad_norm=cfg.policy.grad_clip,
+        temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=0,
+        epsilon=cfg.policy.clip_low, epsilon_high=cfg.policy.clip_high, max_steps=max_steps, logging_steps=10**6,
+        save_strategy="no", report_to="none", disable_tqdm=True, seed=seed, shuffle_dataset=False,
+        dataloader_num_workers=0, use_vllm=False, log_completions=False)
+    dataset = Dataset.from_dict({"prompt": [p.prompt for p in problems], "answer": [p.answer for p in problems]})
+
+    def correctness(completions: list[str], answer: list[str], **_: Any) -> list[float]:
+        return [float(task.verify(c, a)) for c, a in zip(completions, answer)]
+
+    return GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(policy_path), reward_funcs=[correctness],
+                       args=args, train_dataset=dataset, processing_class=AutoTokenizer.from_pretrained(policy_path),
+                       callbacks=callbacks)
+
+
 def run(trainer: BenchTrainer, policy_path: str, quick: bool, trajectories: int,
         max_new_tokens: int) -> tuple[dict[str, Any], list[Table]]:
     try:
         import trl
-        from datasets import Dataset
-        from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-        from trl import GRPOConfig, GRPOTrainer
+        from transformers import TrainerCallback
     except ImportError as e:
         msg = f"TRL comparison skipped: {e} (run through `make bench`, which installs trl in .venv-bench)"
         print(msg)
@@ -47,20 +78,6 @@ def run(trainer: BenchTrainer, policy_path: str, quick: bool, trajectories: int,
     import random
 
     problems = task.sample_train(prompts_per_step * (reps + 2), random.Random(1))
-    dataset = Dataset.from_dict({"prompt": [p.prompt for p in problems], "answer": [p.answer for p in problems]})
-
-    def correctness(completions: list[str], answer: list[str], **_: Any) -> list[float]:
-        return [float(task.verify(c, a)) for c, a in zip(completions, answer)]
-
-    micro = min(64, trajectories)
-    args = GRPOConfig(
-        output_dir=tempfile.mkdtemp(prefix="trl-bench-"), use_cpu=True, bf16=False, fp16=False,
-        per_device_train_batch_size=micro, gradient_accumulation_steps=trajectories // micro,
-        num_generations=group, max_completion_length=max_new_tokens, num_iterations=1, beta=0.0,
-        learning_rate=trainer.cfg.policy.lr, temperature=1.0, top_p=1.0, top_k=0,
-        epsilon=trainer.cfg.policy.clip_low, max_steps=reps + 1, logging_steps=10**6, save_strategy="no",
-        report_to="none", disable_tqdm=True, seed=0, shuffle_dataset=False, dataloader_num_workers=0,
-        use_vllm=False, log_completions=False)
 
     trl_times: list[float] = []
     trl_lengths: list[float] = []
@@ -88,10 +105,8 @@ def run(trainer: BenchTrainer, policy_path: str, quick: bool, trajectories: int,
                     steps[name].append(metrics)
             prm_off(trainer, False)
 
-    tok = AutoTokenizer.from_pretrained(policy_path)
-    model = AutoModelForCausalLM.from_pretrained(policy_path)
-    grpo = GRPOTrainer(model=model, reward_funcs=[correctness], args=args, train_dataset=dataset,
-                       processing_class=tok, callbacks=[Alternate()])
+    grpo = grpo_trainer(trainer.cfg, policy_path, task, problems, trajectories, reps + 1, [Alternate()],
+                        max_new_tokens=max_new_tokens)
     grpo.train()
 
     times = {"trl": trl_times, **{k: [m["timing_s/step"] for m in v] for k, v in steps.items()}}
