@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from typing import NamedTuple
 
 import torch
 
 from tdrm_rl.data.batch import Batch
-from tdrm_rl.config import RunConfig
+from tdrm_rl.config import ConfigError, RunConfig
 from tdrm_rl.models.load import load_prm, prm_step_logits
 from tdrm_rl.algos.td import ema_update, mean_abs_td_error, prm_td_loss, td_targets
 from tdrm_rl.workers.deepspeed import DeepSpeedWorker, accumulation_steps, split_chunks
@@ -28,12 +29,37 @@ from tdrm_rl.workers.deepspeed import DeepSpeedWorker, accumulation_steps, split
 _INPUTS = ("input_ids", "attention_mask", "response_mask", "step_ends", "step_mask")
 
 
+_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+
+
+def frozen_by_layer(name: str, freeze_layers: int) -> bool:
+    """Whether prm.freeze_layers fixes this parameter: the token embeddings and decoder layers 0..N-1."""
+    if freeze_layers <= 0:
+        return False
+    layer = _LAYER.search(name)
+    return int(layer.group(1)) < freeze_layers if layer else ".embed_tokens." in f".{name}"
+
+
 def prm_lr_scale(name: str, pc) -> float:
-    """prm.lr trains the value head (and the log-prob weight); the backbone gets prm.backbone_lr / prm.lr."""
+    """prm.lr trains the value head (and the log-prob weight); the backbone gets prm.backbone_lr / prm.lr, except
+    what prm.freeze_layers fixes (scale 0: the engine turns its gradient off)."""
     head = name.startswith(("score.", "logprob_scale_raw"))
-    if head or pc.backbone_lr is None:
+    if head:
+        return 1.0
+    if frozen_by_layer(name, pc.freeze_layers):
+        return 0.0
+    if pc.backbone_lr is None:
         return 1.0
     return pc.backbone_lr / pc.lr if pc.lr > 0 else 0.0
+
+
+def check_freeze_layers(config, freeze_layers: int) -> None:
+    """prm.freeze_layers must leave at least one decoder layer of the PRM's `config` training (else use
+    prm.backbone_lr=0)."""
+    layers = getattr(config, "num_hidden_layers", None)
+    if freeze_layers and layers is not None and freeze_layers >= layers:
+        raise ConfigError(f"prm.freeze_layers={freeze_layers}: the PRM has {layers} decoder layers; freeze at most "
+                         f"{layers - 1} (prm.backbone_lr=0 freezes the whole backbone)")
 
 
 class KeptPass(NamedTuple):
@@ -77,6 +103,7 @@ class PRMWorker(DeepSpeedWorker):
         pc, rc = self.cfg.prm, self.cfg.rollout
         model, self.tokenizer = load_prm(self.model_path, init_from_policy=self.init_from_policy,
                                          trust_remote_code=self.cfg.model.trust_remote_code, readout=pc.readout)
+        check_freeze_layers(model.config, pc.freeze_layers)
         grad_accum = accumulation_steps(rc.prompts_per_step * rc.group_size, self.world_size, 1, pc.micro_batch_size)
         self.engine = self.build_engine(model, pc.lr, pc.weight_decay, pc.zero_stage, pc.micro_batch_size,
                                         grad_accum, pc.grad_clip, lr_scale=lambda name: prm_lr_scale(name, pc))

@@ -75,6 +75,14 @@ def cmd_train(args: argparse.Namespace, cfg: RunConfig) -> int:
     from tdrm_rl.rl.trainer import RLTrainer, check_inputs
 
     inputs = check_inputs(cfg, policy_path)  # bad data or tokenizer: fail before a warm-up or a cluster starts
+    if cfg.prm.freeze_layers:
+        from transformers import AutoConfig
+
+        from tdrm_rl.workers.prm import check_freeze_layers
+
+        check_freeze_layers(AutoConfig.from_pretrained(cfg.model.prm_path or policy_path,
+                                                       trust_remote_code=cfg.model.trust_remote_code),
+                            cfg.prm.freeze_layers)
     from tdrm_rl.rl.tracking import write_run_command
 
     # Only once every input checked out: a refused run leaves no run folder behind. Export's cards name it.

@@ -207,6 +207,10 @@ class PRMConfig:
     # 5e-4 on the whole tiny backbone washed out the arithmetic its log-probs know (step AUC 0.97 -> 0.88 in one
     # epoch of exact labels); 0 freezes it.
     backbone_lr: Optional[float] = knob(1.0e-5, ge=0)
+    # A cheaper TD update (issue 18): the token embeddings and the lowest N decoder layers stay fixed, so the
+    # backward pass stops above them (no gradient is computed there). 0 trains every layer; with tied embeddings
+    # the LM head is frozen with them. backbone_lr=0 freezes the whole backbone.
+    freeze_layers: int = knob(0, ge=0)
     weight_decay: float = knob(0.0, ge=0)
     grad_clip: float = knob(1.0, ge=0)
     zero_stage: int = knob(0, choices=ZERO_STAGES)
