@@ -9,7 +9,6 @@ alternate under the same machine load. `trl` lives in the bench venv only (Makef
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from typing import Any, Sequence

@@ -56,6 +56,7 @@ def test_frozen_layers_keep_their_weights_and_get_no_gradient(tiny_path, tmp_pat
     assert any(not torch.equal(before[n], after[n]) for n in training if ".layers.3." in n)
     assert not torch.equal(before["score.weight"], after["score.weight"])
 
+
 def test_freezing_every_layer_is_one_line_before_ray(tiny_path, tmp_path, capsys):
     out = tmp_path / "run"
     rc = main(["train", RECIPE, f"model.policy_path={tiny_path}", "prm.freeze_layers=4", "prm_warmup.enabled=false",
