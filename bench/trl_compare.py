@@ -17,6 +17,9 @@ from bench.common import Table, median
 from bench.rl_step import STAGES, BenchTrainer
 from tdrm_rl.config import RunConfig
 
+# issue 18: at least TRL's throughput with the PRM online (moonshot 1.5x)
+TRL_TARGET = "tdrm-rl (PRM online) >= 1.0x TRL GRPOTrainer trajectories/s (moonshot 1.5x)"
+
 
 def prm_off(trainer: BenchTrainer, off: bool) -> None:
     """PRM off: no TD update and no PRM term in the reward (the PRM still scores, as the driver always does)."""
@@ -67,8 +70,8 @@ def run(trainer: BenchTrainer, policy_path: str, quick: bool, trajectories: int,
     except ImportError as e:
         msg = f"TRL comparison skipped: {e} (run through `make bench`, which installs trl in .venv-bench)"
         print(msg)
-        return {"skipped": msg, "targets": [{"target": "tdrm-rl (PRM online) >= 1.5x TRL GRPOTrainer "
-                                             "trajectories/s", "measured": "not run (trl missing)", "met": None}]}, []
+        return {"skipped": msg, "targets": [{"target": TRL_TARGET, "measured": "not run (trl missing)",
+                                             "met": None}]}, []
 
     group = trainer.cfg.rollout.group_size
     prompts_per_step = trajectories // group
@@ -130,8 +133,7 @@ def run(trainer: BenchTrainer, policy_path: str, quick: bool, trajectories: int,
     # What the PRM adds to a step's wall time: its values pass plus the update stage's growth over PRM-off steps.
     prm_wall = on["timing_s/prm_values_and_logprobs"] + max(0.0, on["timing_s/update"] - off["timing_s/update"])
     ratio = tps["tdrm_prm_online"] / tps["trl"]
-    target = {"target": "tdrm-rl (PRM online) >= 1.5x TRL GRPOTrainer trajectories/s",
-              "measured": f"{ratio:.2f}x", "met": ratio >= 1.5}
+    target = {"target": TRL_TARGET, "measured": f"{ratio:.2f}x", "met": ratio >= 1.0}
     return {"trl_version": trl.__version__, "trajectories": trajectories, "max_new_tokens": max_new_tokens,
             "step_times": times, "median_step_s": med, "trajectories_per_s": tps,
             "ratio_prm_online_vs_trl": ratio, "ratio_prm_off_vs_trl": tps["tdrm_prm_off"] / tps["trl"],
