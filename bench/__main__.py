@@ -2,7 +2,8 @@
 
 Sections: single-pass vs per-prefix PRM scoring, TD-target throughput, the RL step breakdown and
 scaling, async vs sync rollout, one vs two PRM forwards per step, peak memory per role, TRL's GRPOTrainer
-vs tdrm-rl, and the wall time each of them takes to a held-out accuracy target (time to accuracy).
+vs tdrm-rl, the wall time each of them takes to a held-out accuracy target (time to accuracy), and a
+real-size row (SmolLM2-135M-Instruct: tdrm-rl with vLLM rollouts vs TRL, and async at that size).
 """
 
 from __future__ import annotations
@@ -27,20 +28,27 @@ RECIPE = os.path.join(ROOT, "recipes", "grpo_tdrm.yaml")
 OVERRIDES = ["sft.steps=150", "trainer.progress=false", "trainer.loggers=[jsonl]"]
 
 
+SECTIONS = ("scoring", "td", "memory", "rl", "async", "trl", "tta", "reuse", "real")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats (for iterating)")
     p.add_argument("--out", default=os.path.join(ROOT, "reports"), help="folder for bench.md and bench.json")
-    p.add_argument("--skip", default="", help="comma-separated sections to skip: scoring,td,memory,rl,async,trl,tta,reuse")
+    p.add_argument("--skip", default="", help=f"comma-separated sections to skip: {','.join(SECTIONS)}")
     return p.parse_args(argv)
 
 
 def build_trainer(policy_path: str, out: str, *extra: str):
+    return build_recipe_trainer(RECIPE, policy_path, out, *OVERRIDES, *extra)
+
+
+def build_recipe_trainer(recipe: str, policy_path: str, out: str, *overrides: str):
     from bench.rl_step import BenchTrainer
     from tdrm_rl.config import load_config
 
-    cfg = load_config(RECIPE, OVERRIDES + [f"trainer.output_dir={out}", *extra])
+    cfg = load_config(recipe, [*overrides, f"trainer.output_dir={out}"])
     return BenchTrainer(cfg, policy_path)
 
 
@@ -69,14 +77,15 @@ def write_reports(out_dir: str, results: dict[str, Any], tables: list) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     skip = {s for s in args.skip.split(",") if s}
-    unknown = skip - {"scoring", "td", "memory", "rl", "async", "trl", "tta", "reuse"}
+    unknown = skip - set(SECTIONS)
     if unknown:
         print(f"bench: unknown section(s) in --skip: {sorted(unknown)}", file=sys.stderr)
         return 2
     start = time.time()
     import ray
 
-    from bench import logprob_memory, prm_reuse, rl_step, scoring, td_throughput, time_to_accuracy, trl_compare
+    from bench import (logprob_memory, prm_reuse, real_size, rl_step, scoring, td_throughput, time_to_accuracy,
+                       trl_compare)
     from tdrm_rl.config import load_config
     from tdrm_rl.models.load import set_cpu_defaults
     from tdrm_rl.models.sft import ensure_policy
@@ -107,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         record("td_targets", td_throughput.run(args.quick))
     if "memory" not in skip:
         record("logprob_memory", logprob_memory.run(args.quick))
-    if skip >= {"rl", "async", "trl", "tta", "reuse"}:
+    if skip >= {"rl", "async", "trl", "tta", "reuse", "real"}:
         return finish(args, results, tables, start)
 
     # Logical CPUs only: two trainers (six actors) must fit; each actor pins its own torch threads.
@@ -139,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             fresh.kill()
         record("memory", rl_step.run_memory(sync))
         sync.kill()
+        if "real" not in skip:
+            record("real_size", real_size.run(ROOT, work, args.quick, build_recipe_trainer))
     finally:
         ray.shutdown()
     return finish(args, results, tables, start)

@@ -6,7 +6,10 @@ float32 noise. The workers are plain classes, built in-process (tiny_backends: o
 test_rollout_prefix_cache.py).
 """
 
+import glob
+import os
 import random
+import tempfile
 
 import pytest
 import torch
@@ -15,6 +18,7 @@ from tdrm_rl.data.collate import TokenTexts, collate
 from tdrm_rl.tasks import get_task
 from tdrm_rl.workers.rollout import rollout_worker_class
 from tdrm_rl.workers.rollout.base import SAMPLING_KEYS, RolloutBackend
+from tdrm_rl.workers.rollout.vllm_engine import SHM
 from tdrm_rl.tasks.prompts import render_prompt
 from tests.conftest import bos_char_tokenizer
 
@@ -163,9 +167,13 @@ def test_update_weights_then_generate_uses_the_new_weights(backends, prompts):
             noise[v.data_ptr()] = 0.05 * v.std() * torch.randn(v.shape, generator=gen)
     moved = {k: original[k] + noise[v.data_ptr()] if v.data_ptr() in noise else original[k]
              for k, v in hf.model.state_dict().items()}
+    leftovers = lambda: sorted(glob.glob(os.path.join(SHM, "tdrm-weights-*")) +  # noqa: E731
+                               glob.glob(os.path.join(tempfile.gettempdir(), "tdrm-weights-*")))
+    before_files = leftovers()
     try:
         for worker in (hf, vl):
             assert worker.update_weights(moved, version=7) == 7 and worker.weights_version == 7
+        assert leftovers() == before_files  # vLLM's reload went through a file in shared memory, deleted after
         after = both(backends, prompts, 1, GREEDY)
         assert_same(after, len(prompts), 1)
         assert after["hf"].response_logprobs != before.response_logprobs  # the new weights are in use

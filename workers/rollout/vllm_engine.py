@@ -12,6 +12,7 @@ like with like. Beyond the contract: the nccl / ipc weight paths and sleep / wak
 from __future__ import annotations
 
 import os
+import tempfile
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping
 
@@ -27,6 +28,7 @@ from tdrm_rl.workers.weight_sync import Plan, WeightSyncError, resolve_weight_sy
 EXTENSION = "tdrm_rl.workers.rollout.vllm_extension.WeightSyncExtension"
 # CPU only: KV-cache size (vLLM's default is 4 GiB per engine; the tiny and 135M models need far less).
 CPU_KV_CACHE_BYTES = 1 << 30
+SHM = "/dev/shm"  # where a `reload` weight file goes when it fits: memory-backed on Linux
 # A weight load wakes a sleeping engine's weights only; its KV cache waits for the next generation (review F5).
 LOAD_TAGS = ("weights",)
 
@@ -54,6 +56,19 @@ def unshared(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out[name] = tensor.contiguous() if key not in seen else tensor.clone()
         seen.add(key)
     return out
+
+
+def weights_file_path(state_dict: dict[str, torch.Tensor]) -> str:
+    """A fresh file name for one weight load: in /dev/shm (memory, no disk write) when it has room, else the temp dir."""
+    need = 2 * sum(t.numel() * t.element_size() for t in state_dict.values())  # headroom: header, another load
+    folder = tempfile.gettempdir()
+    if os.path.isdir(SHM) and os.access(SHM, os.W_OK):
+        stats = os.statvfs(SHM)
+        if stats.f_bavail * stats.f_frsize >= need:
+            folder = SHM
+    fd, path = tempfile.mkstemp(prefix="tdrm-weights-", suffix=".safetensors", dir=folder)
+    os.close(fd)
+    return path
 
 
 class VLLMRolloutWorker(RolloutBackend):
@@ -219,12 +234,25 @@ class VLLMRolloutWorker(RolloutBackend):
 
     # ----- weight sync -------------------------------------------------------------------------------
     def update_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> int:
-        """`reload`: the full state dict through collective_rpc (a safetensors blob: msgpack-safe)."""
-        from safetensors.torch import save
+        """`reload`: the full state dict as a safetensors file in shared memory whose path goes through collective_rpc,
+        where every engine worker runs on this node (tensor_parallel_size 1: one child process); else as a safetensors
+        blob through collective_rpc. The blob is msgpack-copied into each process: 12x slower for SmolLM2-135M on CPU
+        (10.5 s vs 0.65 s a load, measured in bench/real_size.py's weight sync row)."""
+        from safetensors.torch import save, save_file
 
+        timeout = self.cfg.rollout.sync_timeout_s
         with self.timed("load_weights"), self.awake("update_weights", tags=LOAD_TAGS):
-            blob = save(unshared(state_dict))
-            self.llm.collective_rpc("tdrm_load_weights", args=(blob,), timeout=self.cfg.rollout.sync_timeout_s)
+            state = unshared(state_dict)
+            if self.cfg.rollout.tensor_parallel_size == 1:
+                path = weights_file_path(state)
+                try:
+                    save_file(state, path)
+                    self.llm.collective_rpc("tdrm_load_weights_file", args=(path,), timeout=timeout)
+                finally:
+                    if os.path.exists(path):
+                        os.unlink(path)
+            else:
+                self.llm.collective_rpc("tdrm_load_weights", args=(save(state),), timeout=timeout)
             self.reset_prefix_cache("update_weights")
             self.weights_version = version
         return self.weights_version

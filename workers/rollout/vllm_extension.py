@@ -5,7 +5,8 @@ every worker of the engine (one per tensor-parallel rank), where `self` is vLLM'
 All three paths end in vLLM's in-place `reload_weights`, which takes checkpoint-format (HF)
 names and handles the model's own layout (fused qkv / gate-up, CPU weight repacking).
 
-  reload : the weights arrive as one safetensors blob through collective_rpc (CPU and GPU).
+  reload : the weights arrive as one safetensors file in shared memory whose path goes through collective_rpc
+           (an engine whose workers all run on the actor's node), else as one safetensors blob through it.
   nccl   : trainer rank 0 broadcasts flat buckets over a NCCL group made with vLLM's
            StatelessProcessGroup + PyNcclCommunicator; the blob-free data plane for separate GPUs.
   ipc    : CUDA IPC handles of the trainer's flat buckets on the same GPU (colocated roles).
@@ -50,6 +51,14 @@ class WeightSyncExtension:
         from safetensors.torch import load
 
         state = load(blob)
+        self.reload_weights(weights_iterator=iter(state.items()), is_checkpoint_format=True)
+        return len(state)
+
+    def tdrm_load_weights_file(self, path: str) -> int:
+        """`reload` path on one node: the safetensors file the rollout actor wrote (it deletes the file after)."""
+        from safetensors.torch import load_file
+
+        state = load_file(path)
         self.reload_weights(weights_iterator=iter(state.items()), is_checkpoint_format=True)
         return len(state)
 
