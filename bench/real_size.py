@@ -18,11 +18,12 @@ from bench.common import Table
 MODEL = "smollm2-135m"
 LABEL = "SmolLM2-135M-Instruct"
 RECIPE = os.path.join("recipes", "smollm2", "grpo_tdrm_chain_sum.yaml")
-# 4 prompts x G=4 and 64 new tokens: a tdrm-rl step of this size takes ~30 s on 2 cores, so the row's
-# 3 + 3 timed steps (TRL comparison, then async) fit the 25-minute budget of `make bench`.
+# 4 prompts x G=4 and 64 new tokens. A tdrm-rl step of this size takes 50-75 s on 2 cores (update ~60%), a TRL
+# step ~35-50 s: one warm-up and one timed round of the TRL comparison (TRL, tdrm-rl PRM online, PRM off), then one
+# warm-up and one timed step of each loop for async, keep the section near 10 minutes of `make bench`'s 25.
 PROMPTS, GROUP, MAX_NEW = 4, 4, 64
-TRL_REPS, QUICK_TRL_REPS = 2, 1
-ASYNC_BLOCKS, QUICK_ASYNC_BLOCKS = (1, 2), (1, 1)
+TRL_REPS = 1
+ASYNC_BLOCKS = (1, 1)
 TARGET = (f"real size ({LABEL}): tdrm-rl (vLLM rollouts, PRM online) >= 1.5x TRL GRPOTrainer (HF generate) "
           "trajectories/s", 1.5)
 OVERRIDES = [f"rollout.prompts_per_step={PROMPTS}", f"rollout.group_size={GROUP}",
@@ -41,12 +42,12 @@ def run(root: str, work: str, quick: bool, build: Callable[..., Any]) -> tuple[d
     trainer = build(recipe, policy_path, f"{work}/real", *OVERRIDES)
     try:
         data, tables = trl_compare.run(trainer, policy_path, quick, trajectories, MAX_NEW, target=TARGET,
-                                       reps=QUICK_TRL_REPS if quick else TRL_REPS, label=LABEL)
+                                       reps=TRL_REPS, label=LABEL)
         # One trainer for both loops: two SmolLM2 trainers (vLLM engine, policy with Adam, PRM with Adam, each)
         # do not fit in this machine's 23 GB beside the driver. The recipe's explicit torch_threads keeps the
         # thread split the same in both modes.
         data["async_rollout"], async_tables = rl_step.run_async(
-            trainer, trainer, quick, trajectories, MAX_NEW, QUICK_ASYNC_BLOCKS if quick else ASYNC_BLOCKS, LABEL)
+            trainer, trainer, quick, trajectories, MAX_NEW, ASYNC_BLOCKS, LABEL)
     finally:
         trainer.kill()
     data["targets"] = data["targets"] + data["async_rollout"].pop("targets")

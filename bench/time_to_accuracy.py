@@ -1,6 +1,7 @@
 """Time to accuracy (issue 18, item 1): tdrm-rl GRPO+TDRM vs TRL's GRPOTrainer, wall seconds to a held-out target.
 
-From the same warm start (the embedded tiny policy's SFT warm start), on the embedded arithmetic task:
+From the same warm start (the recipe's own SFT warm start of the tiny policy, which `make run` trains from), on the
+embedded arithmetic task:
   tdrm-rl  the recipe (recipes/grpo_tdrm.yaml): its warm-up PRM, trained online with TD, 0.8 rule + 0.2 PRM;
   TRL      GRPOTrainer with the rule reward only, at the recipe's settings (bench/trl_compare.grpo_trainer).
 Both see the same training problems in the same order (TrainSampler at the run's seed). Every EVAL_EVERY steps
