@@ -64,6 +64,12 @@ class BaseWorker:
         (Ubuntu's /etc/hosts, Docker --network host) and then a group spanning nodes never meets."""
         return ("127.0.0.1" if self.world_size == 1 else routable_node_ip()), free_port()
 
+    def node_id(self) -> str:
+        """The Ray node this worker runs on ("local" outside Ray: an in-process worker shares the driver's node)."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+
     def setup_distributed(self, master_addr: str, master_port: int) -> None:
         """torch.distributed over the group: gloo on CPU, NCCL on GPU (DeepSpeed picks the backend)."""
         import deepspeed

@@ -2,7 +2,10 @@
 
 Modes (rollout.weight_sync):
     inprocess  HF rollout worker: load_state_dict of policy rank 0's state dict (shipped by Ray).
-    reload     vLLM: the state dict goes into the engine through collective_rpc (CPU and GPU).
+    reload     vLLM: a safetensors file of the full weights that the engines load through collective_rpc. Where
+               every engine shares policy rank 0's node (tensor_parallel_size 1), rank 0 writes the file itself
+               (/dev/shm when it fits) and only its path travels; otherwise Ray ships the state dict and each
+               engine writes (or, with tensor parallelism, blobs) it (CPU and GPU).
     nccl       vLLM on separate GPUs: trainer rank 0 broadcasts flat buckets over a NCCL group
                that it and every vLLM worker join (vLLM's StatelessProcessGroup + PyNcclCommunicator).
     ipc        vLLM colocated with the trainer: CUDA IPC handles of the trainer's buckets.
@@ -14,6 +17,8 @@ fails with an error naming the mode.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -29,10 +34,56 @@ if TYPE_CHECKING:  # annotations only: the trainer side imports with torch alone
 BUCKET_BYTES = 256 * 1024 * 1024
 
 Plan = list[list[tuple[str, str, tuple[int, ...]]]]
+SHM = "/dev/shm"  # where a `reload` weight file goes when it fits: memory-backed on Linux
 
 
 class WeightSyncError(RuntimeError):
     """A weight sync failed or overran; the message names the mode and the key to change."""
+
+
+def unshared(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict with no two names on one storage, as safetensors requires: a tied model's lm_head.weight is
+    its embedding's tensor (the trainer exports it once under both names), so the second name gets a copy (vLLM's
+    loader skips a tied lm_head anyway)."""
+    seen: set[int] = set()
+    out = {}
+    for name, tensor in state_dict.items():
+        key = tensor.untyped_storage().data_ptr()
+        out[name] = tensor.contiguous() if key not in seen else tensor.clone()
+        seen.add(key)
+    return out
+
+
+def weights_file_path(state_dict: dict[str, torch.Tensor]) -> str:
+    """A fresh file name for one weight load: in /dev/shm (memory, no disk write) when it has room, else the temp dir."""
+    need = 2 * sum(t.numel() * t.element_size() for t in state_dict.values())  # headroom: header, another load
+    folder = tempfile.gettempdir()
+    if os.path.isdir(SHM) and os.access(SHM, os.W_OK):
+        stats = os.statvfs(SHM)
+        if stats.f_bavail * stats.f_frsize >= need:
+            folder = SHM
+    fd, path = tempfile.mkstemp(prefix="tdrm-weights-", suffix=".safetensors", dir=folder)
+    os.close(fd)
+    return path
+
+
+def write_weights_file(state_dict: dict[str, torch.Tensor]) -> str:
+    """The state dict as a fresh safetensors file (see weights_file_path); nothing is left behind if writing fails."""
+    from safetensors.torch import save_file
+
+    state = unshared(state_dict)
+    path = weights_file_path(state)
+    try:
+        save_file(state, path)
+    except BaseException:
+        os.unlink(path)
+        raise
+    return path
+
+
+def remove_weights_file(path: str) -> None:
+    if os.path.exists(path):
+        os.unlink(path)
 
 
 def require_pynccl(comm: Any, where: str) -> Any:
@@ -101,6 +152,16 @@ class WeightsLock:
 
 class WeightSender:
     """Mixin for the policy trainer (a DeepSpeedWorker): its side of the nccl and ipc paths."""
+
+    def write_weights_file(self) -> str | None:
+        """`reload` on one node: the full weights as a safetensors file on this node (rank 0's path; None on the
+        other ranks, which join the ZeRO-3 gathers). No state dict goes through Ray's object store: for SmolLM2-135M
+        on CPU that copy cost more than the engine's load of the file."""
+        state = self.export_state_dict()
+        return write_weights_file(state) if self.rank == 0 else None
+
+    def remove_weights_file(self, path: str) -> None:
+        remove_weights_file(path)
 
     def _named_params(self) -> list[tuple[str, torch.nn.Parameter]]:
         return list(self.engine.module.named_parameters())
@@ -186,10 +247,17 @@ class WeightSync:
         self.timeout = cfg.rollout.sync_timeout_s
         self.mode = resolve_weight_sync(cfg.rollout, cfg.cluster.colocate, cfg.cluster.uses_gpu)
         self.plan: Plan | None = None
+        # reload: policy rank 0 writes the weights file and only its path travels, where every engine can open it
+        self.file_on_node = (self.mode == "reload" and cfg.rollout.tensor_parallel_size == 1
+                             and self._engines_on_policy_node())
         if self.mode in ("nccl", "ipc"):
             self.plan = policy.run_rank0("weight_plan", stage="weight_plan")
         if self.mode == "nccl":
             self._init_nccl(cfg.rollout.tensor_parallel_size)
+
+    def _engines_on_policy_node(self) -> bool:
+        node = self.policy.run_rank0("node_id", stage="weight_sync node")
+        return all(n == node for n in self._get([a.node_id.remote() for a in self.rollout.actors], "node"))
 
     def _get(self, refs: Any, what: str) -> Any:
         return self.rollout.get(refs, stage=f"weight_sync[{self.mode}] {what}", timeout=self.timeout,
@@ -250,7 +318,13 @@ class WeightSync:
 
     def sync(self, version: int) -> None:
         """Move policy weights into every rollout worker; each must report `version` back."""
-        if self.mode in ("inprocess", "reload"):
+        if self.file_on_node:
+            path = self._get(self.policy.submit("write_weights_file"), "write")[0]
+            try:
+                versions = self._get([a.load_weights_file.remote(path, version) for a in self.rollout.actors], "load")
+            finally:
+                self._get(self.policy.actors[0].remove_weights_file.remote(path), "remove")
+        elif self.mode in ("inprocess", "reload"):
             state_refs = self.policy.submit("export_state_dict")  # every rank: ZeRO-3 gathers
             versions = self._get([a.update_weights.remote(state_refs[0], version) for a in self.rollout.actors],
                                  "load")

@@ -20,7 +20,8 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
     from vllm import LLM
 
-    from tdrm_rl.workers.rollout.vllm_engine import CPU_KV_CACHE_BYTES, EXTENSION, unshared, weights_file_path
+    from tdrm_rl.workers.rollout.vllm_engine import CPU_KV_CACHE_BYTES, EXTENSION
+    from tdrm_rl.workers.weight_sync import unshared, weights_file_path
 
     path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(".cache", "tdrm-rl", "models", "smollm2-135m")
     llm = LLM(model=path, dtype="float32", enforce_eager=True, worker_extension_cls=EXTENSION,

@@ -18,7 +18,7 @@ from tdrm_rl.data.collate import TokenTexts, collate
 from tdrm_rl.tasks import get_task
 from tdrm_rl.workers.rollout import rollout_worker_class
 from tdrm_rl.workers.rollout.base import SAMPLING_KEYS, RolloutBackend
-from tdrm_rl.workers.rollout.vllm_engine import SHM
+from tdrm_rl.workers.weight_sync import SHM
 from tdrm_rl.tasks.prompts import render_prompt
 from tests.conftest import bos_char_tokenizer
 

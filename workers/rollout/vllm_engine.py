@@ -12,7 +12,6 @@ like with like. Beyond the contract: the nccl / ipc weight paths and sleep / wak
 from __future__ import annotations
 
 import os
-import tempfile
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping
 
@@ -23,12 +22,12 @@ from tdrm_rl.config import RunConfig
 from tdrm_rl.models.generation import Generated
 from tdrm_rl.models.tokenizer import encode_prompts
 from tdrm_rl.workers.rollout.base import RolloutBackend, Sampling
-from tdrm_rl.workers.weight_sync import Plan, WeightSyncError, resolve_weight_sync
+from tdrm_rl.workers.weight_sync import (Plan, WeightSyncError, remove_weights_file, resolve_weight_sync, unshared,
+                                        write_weights_file)
 
 EXTENSION = "tdrm_rl.workers.rollout.vllm_extension.WeightSyncExtension"
 # CPU only: KV-cache size (vLLM's default is 4 GiB per engine; the tiny and 135M models need far less).
 CPU_KV_CACHE_BYTES = 1 << 30
-SHM = "/dev/shm"  # where a `reload` weight file goes when it fits: memory-backed on Linux
 # A weight load wakes a sleeping engine's weights only; its KV cache waits for the next generation (review F5).
 LOAD_TAGS = ("weights",)
 
@@ -43,32 +42,6 @@ def vllm_env(cfg: RunConfig, gpu: bool) -> dict[str, str]:
     if resolve_weight_sync(cfg.rollout, cfg.cluster.colocate, gpu) == "ipc":
         env["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"  # IPC handles carry torch's rebuild function
     return env
-
-
-def unshared(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The state dict with no two names on one storage, as safetensors requires: a tied model's lm_head.weight is
-    its embedding's tensor (the trainer exports it once under both names), so the second name gets a copy (vLLM's
-    loader skips a tied lm_head anyway)."""
-    seen: set[int] = set()
-    out = {}
-    for name, tensor in state_dict.items():
-        key = tensor.untyped_storage().data_ptr()
-        out[name] = tensor.contiguous() if key not in seen else tensor.clone()
-        seen.add(key)
-    return out
-
-
-def weights_file_path(state_dict: dict[str, torch.Tensor]) -> str:
-    """A fresh file name for one weight load: in /dev/shm (memory, no disk write) when it has room, else the temp dir."""
-    need = 2 * sum(t.numel() * t.element_size() for t in state_dict.values())  # headroom: header, another load
-    folder = tempfile.gettempdir()
-    if os.path.isdir(SHM) and os.access(SHM, os.W_OK):
-        stats = os.statvfs(SHM)
-        if stats.f_bavail * stats.f_frsize >= need:
-            folder = SHM
-    fd, path = tempfile.mkstemp(prefix="tdrm-weights-", suffix=".safetensors", dir=folder)
-    os.close(fd)
-    return path
 
 
 class VLLMRolloutWorker(RolloutBackend):
@@ -234,26 +207,30 @@ class VLLMRolloutWorker(RolloutBackend):
 
     # ----- weight sync -------------------------------------------------------------------------------
     def update_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> int:
-        """`reload`: the full state dict as a safetensors file in shared memory whose path goes through collective_rpc,
-        where every engine worker runs on this node (tensor_parallel_size 1: one child process); else as a safetensors
-        blob through collective_rpc. The blob is msgpack-copied into each process: 12x slower for SmolLM2-135M on CPU
-        (10.5 s vs 0.65 s a load, measured in bench/real_size.py's weight sync row)."""
-        from safetensors.torch import save, save_file
+        """`reload` with the state dict shipped by Ray (policy rank 0 on another node): as a safetensors file in shared
+        memory whose path goes through collective_rpc, where every engine worker runs on this node (tensor_parallel_size
+        1: one child process); else as a safetensors blob through collective_rpc. The blob is msgpack-copied into each
+        process: 12x slower for SmolLM2-135M on CPU (10.5 s vs 0.65 s a load, reports/scripts/vllm_reload_paths.py)."""
+        from safetensors.torch import save
 
-        timeout = self.cfg.rollout.sync_timeout_s
+        if self.cfg.rollout.tensor_parallel_size == 1:
+            path = write_weights_file(state_dict)
+            try:
+                return self.load_weights_file(path, version)
+            finally:
+                remove_weights_file(path)
         with self.timed("load_weights"), self.awake("update_weights", tags=LOAD_TAGS):
-            state = unshared(state_dict)
-            if self.cfg.rollout.tensor_parallel_size == 1:
-                path = weights_file_path(state)
-                try:
-                    save_file(state, path)
-                    self.llm.collective_rpc("tdrm_load_weights_file", args=(path,), timeout=timeout)
-                finally:
-                    if os.path.exists(path):
-                        os.unlink(path)
-            else:
-                self.llm.collective_rpc("tdrm_load_weights", args=(save(state),), timeout=timeout)
+            self.llm.collective_rpc("tdrm_load_weights", args=(save(unshared(state_dict)),),
+                                    timeout=self.cfg.rollout.sync_timeout_s)
             self.reset_prefix_cache("update_weights")
+            self.weights_version = version
+        return self.weights_version
+
+    def load_weights_file(self, path: str, version: int) -> int:
+        """`reload` from a safetensors file on this node (written by policy rank 0, or by update_weights)."""
+        with self.timed("load_weights"), self.awake("load_weights_file", tags=LOAD_TAGS):
+            self.llm.collective_rpc("tdrm_load_weights_file", args=(path,), timeout=self.cfg.rollout.sync_timeout_s)
+            self.reset_prefix_cache("load_weights_file")
             self.weights_version = version
         return self.weights_version
 

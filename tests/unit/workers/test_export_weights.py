@@ -86,7 +86,7 @@ def test_the_reload_blob_takes_the_export_of_a_tied_model(worker):
     """The reload sync ships the export as one safetensors blob, which refuses two names on one storage."""
     from safetensors.torch import load, save
 
-    from tdrm_rl.workers.rollout.vllm_engine import unshared
+    from tdrm_rl.workers.weight_sync import unshared
 
     state = worker.export_state_dict()
     back = load(save(unshared(state)))

@@ -48,7 +48,7 @@ class Side(BaseWorker):
 
 def nccl_sync(policy: WorkerGroup, rollout: WorkerGroup, timeout: float) -> WeightSync:
     sync = object.__new__(WeightSync)  # the driver's side alone, on the stand-in groups
-    sync.policy, sync.rollout, sync.timeout, sync.mode = policy, rollout, timeout, "nccl"
+    sync.policy, sync.rollout, sync.timeout, sync.mode, sync.file_on_node = policy, rollout, timeout, "nccl", False
     sync.plan = [[("w", "bfloat16", (4,))]]
     return sync
 
