@@ -75,9 +75,13 @@ class KeptPass(NamedTuple):
             torch.equal(getattr(shard, name), kept) for name, kept in zip(_INPUTS, self.inputs))
 
 
-def kept_activation_bytes(config: dict, tokens: int, checkpointing: bool, dtype_bytes: int) -> float | None:
+def kept_activation_bytes(config: dict, tokens: int, checkpointing: bool, dtype_bytes: int,
+                          frozen_layers: int = 0) -> float | None:
     """What autograd keeps for one forward over `tokens` tokens (tdrm_rl/sizing's measured bf16 formula, scaled to
-    the parameters' dtype); None for an architecture the formula does not know."""
+    the parameters' dtype); None for an architecture the formula does not know. Layers below prm.freeze_layers keep
+    nothing: no input of theirs needs a gradient, so autograd records them not at all."""
+    from dataclasses import replace
+
     from tdrm_rl.sizing.memory import BF16, decoder_activations
     from tdrm_rl.sizing.shapes import ShapeError, shape_from_config
 
@@ -85,6 +89,7 @@ def kept_activation_bytes(config: dict, tokens: int, checkpointing: bool, dtype_
         shape = shape_from_config(config, "PRM", "its config")
     except ShapeError:
         return None
+    shape = replace(shape, layers=max(shape.layers - frozen_layers, 0))
     return decoder_activations(shape, tokens, checkpointing).bytes * dtype_bytes / BF16
 
 
@@ -159,7 +164,7 @@ class PRMWorker(DeepSpeedWorker):
         tokens = sum(p.attention_mask.numel() for p in parts)
         model = self.engine.module
         need = kept_activation_bytes(model.config.to_dict(), tokens, self.cfg.model.gradient_checkpointing,
-                                     next(model.parameters()).element_size())
+                                     next(model.parameters()).element_size(), self.cfg.prm.freeze_layers)
         if need is None or need > self.cfg.prm.reuse_values_max_gib * 1024 ** 3:
             self.engine.eval()
             return self._step_logits(model, shard)

@@ -63,3 +63,18 @@ def a_kept_pass_serves_only_its_own_rows_and_only_when_it_fits(prm, batch):
     kept_nothing = prm.values(batch, keep_for_update=True)
     assert prm.kept is None
     torch.testing.assert_close(kept_nothing, prm.values(batch), atol=1e-5, rtol=1e-5)
+
+
+def test_frozen_lower_layers_keep_no_activations_in_the_memory_guard():
+    """prm.freeze_layers shrinks what a kept pass holds: SmolLM2-135M's 30 layers at 2,400 tokens need 3.3 GiB in
+    float32, over the 2 GiB default, and with 24 of them frozen a fifth of that, so the pass is kept."""
+    from tdrm_rl.workers.prm import kept_activation_bytes
+
+    config = {"model_type": "llama", "hidden_size": 576, "num_hidden_layers": 30, "num_attention_heads": 9,
+              "num_key_value_heads": 3, "intermediate_size": 1536, "vocab_size": 49152, "tie_word_embeddings": True,
+              "max_position_embeddings": 8192}
+    full = kept_activation_bytes(config, 2400, False, 4)
+    top6 = kept_activation_bytes(config, 2400, False, 4, frozen_layers=24)
+    none = kept_activation_bytes(config, 2400, False, 4, frozen_layers=30)
+    assert full > 2 * 1024 ** 3 > top6
+    assert none < top6 < full and top6 == pytest.approx(none + (full - none) * 6 / 30)
