@@ -23,7 +23,8 @@ import sys
 ARMS = [  # name, overrides
     ("online (default)", []),
     ("freeze 2 of 4 layers", ["prm.freeze_layers=2"]),
-    ("freeze all 4 layers (head + log-prob weight)", ["prm.freeze_layers=4"]),
+    ("freeze 3 of 4 layers", ["prm.freeze_layers=3"]),
+    ("backbone frozen (head + log-prob weight)", ["prm.backbone_lr=0"]),
     ("update every 2 steps", ["prm.update=every_k", "prm.update_every=2"]),
     ("frozen after warm-up", ["prm.update=frozen"]),
 ]
