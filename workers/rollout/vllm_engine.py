@@ -206,6 +206,15 @@ class VLLMRolloutWorker(RolloutBackend):
         return out * batch.response_mask
 
     # ----- weight sync -------------------------------------------------------------------------------
+    def _load(self, what: str, method: str, *args: Any, version: int) -> int:
+        """One weight load in the engine's workers (WeightSyncExtension.`method`), under the weights lock on an awake
+        engine; the prefix cache is reset after it (its KV blocks came from the old weights)."""
+        with self.timed("load_weights"), self.awake(what, tags=LOAD_TAGS):
+            self.llm.collective_rpc(method, args=args, timeout=self.cfg.rollout.sync_timeout_s)
+            self.reset_prefix_cache(what)
+            self.weights_version = version
+        return self.weights_version
+
     def update_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> int:
         """`reload` with the state dict shipped by Ray (policy rank 0 on another node): as a safetensors file in shared
         memory whose path goes through collective_rpc, where every engine worker runs on this node (tensor_parallel_size
@@ -219,20 +228,11 @@ class VLLMRolloutWorker(RolloutBackend):
                 return self.load_weights_file(path, version)
             finally:
                 remove_weights_file(path)
-        with self.timed("load_weights"), self.awake("update_weights", tags=LOAD_TAGS):
-            self.llm.collective_rpc("tdrm_load_weights", args=(save(unshared(state_dict)),),
-                                    timeout=self.cfg.rollout.sync_timeout_s)
-            self.reset_prefix_cache("update_weights")
-            self.weights_version = version
-        return self.weights_version
+        return self._load("update_weights", "tdrm_load_weights", save(unshared(state_dict)), version=version)
 
     def load_weights_file(self, path: str, version: int) -> int:
         """`reload` from a safetensors file on this node (written by policy rank 0, or by update_weights)."""
-        with self.timed("load_weights"), self.awake("load_weights_file", tags=LOAD_TAGS):
-            self.llm.collective_rpc("tdrm_load_weights_file", args=(path,), timeout=self.cfg.rollout.sync_timeout_s)
-            self.reset_prefix_cache("load_weights_file")
-            self.weights_version = version
-        return self.weights_version
+        return self._load("load_weights_file", "tdrm_load_weights_file", path, version=version)
 
     def init_weight_group(self, master_addr: str, master_port: int, rank_offset: int, world_size: int) -> list[int]:
         return self.llm.collective_rpc("tdrm_init_weight_group",
@@ -240,15 +240,7 @@ class VLLMRolloutWorker(RolloutBackend):
                                        timeout=self.cfg.rollout.sync_timeout_s)
 
     def receive_weights_nccl(self, plan: Plan, version: int) -> int:
-        with self.timed("load_weights"), self.awake("receive_weights_nccl", tags=LOAD_TAGS):
-            self.llm.collective_rpc("tdrm_receive_broadcast", args=(plan,), timeout=self.cfg.rollout.sync_timeout_s)
-            self.reset_prefix_cache("receive_weights_nccl")
-            self.weights_version = version
-        return self.weights_version
+        return self._load("receive_weights_nccl", "tdrm_receive_broadcast", plan, version=version)
 
     def load_weights_ipc(self, plan: Plan, handles: dict[str, list[Any]], version: int) -> int:
-        with self.timed("load_weights"), self.awake("load_weights_ipc", tags=LOAD_TAGS):
-            self.llm.collective_rpc("tdrm_load_ipc", args=(plan, handles), timeout=self.cfg.rollout.sync_timeout_s)
-            self.reset_prefix_cache("load_weights_ipc")
-            self.weights_version = version
-        return self.weights_version
+        return self._load("load_weights_ipc", "tdrm_load_ipc", plan, handles, version=version)
