@@ -1,7 +1,8 @@
 """`python -m bench [--quick]`: run every benchmark section, print tables, write reports/bench.{md,json}.
 
 Sections: single-pass vs per-prefix PRM scoring, TD-target throughput, the RL step breakdown and
-scaling, async vs sync rollout, one vs two PRM forwards per step, peak memory per role, TRL's GRPOTrainer
+scaling, async vs sync rollout, one vs two PRM forwards per step, the update stage's schedule (a short PRM
+update beside the policy's or alone before it), peak memory per role, TRL's GRPOTrainer
 vs tdrm-rl, the wall time each of them takes to a held-out accuracy target (time to accuracy), and a
 real-size row (SmolLM2-135M-Instruct: tdrm-rl with vLLM rollouts vs TRL, and async at that size).
 """
@@ -32,7 +33,7 @@ RUN_OVERRIDES = ["trainer.progress=false", "trainer.loggers=[jsonl]"]
 OVERRIDES = [SHORT_SFT, *RUN_OVERRIDES]
 
 
-SECTIONS = ("scoring", "td", "memory", "rl", "async", "trl", "tta", "reuse", "real")
+SECTIONS = ("scoring", "td", "memory", "rl", "async", "trl", "tta", "reuse", "schedule", "real")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from bench import (logprob_memory, prm_reuse, real_size, rl_step, scoring, td_throughput, time_to_accuracy,
-                       trl_compare)
+                       trl_compare, update_schedule)
     from tdrm_rl.config import load_config
     from tdrm_rl.models.load import set_cpu_defaults
     from tdrm_rl.models.sft import ensure_policy
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         record("td_targets", td_throughput.run(args.quick))
     if "memory" not in skip:
         record("logprob_memory", logprob_memory.run(args.quick))
-    if skip >= {"rl", "async", "trl", "tta", "reuse", "real"}:
+    if skip >= {"rl", "async", "trl", "tta", "reuse", "schedule", "real"}:
         return finish(args, results, tables, start)
 
     # Logical CPUs only: two trainers (six actors) must fit; each actor pins its own torch threads.
@@ -154,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
             fresh = build_trainer(policy_path, f"{work}/reuse")
             record("prm_reuse", prm_reuse.run(fresh, args.quick, trajectories, max_new))
             fresh.kill()
+        if "schedule" not in skip:
+            build = lambda name, *extra: build_trainer(policy_path, f"{work}/{name}", *extra)  # noqa: E731
+            record("update_schedule", update_schedule.run(build, args.quick, trajectories, max_new))
         record("memory", rl_step.run_memory(sync))
         sync.kill()
         if "real" not in skip:

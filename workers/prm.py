@@ -98,9 +98,10 @@ class PRMWorker(DeepSpeedWorker):
     kept: KeptPass | None = None
 
     def __init__(self, cfg: RunConfig, model_path: str, init_from_policy: bool = True, rank: int = 0,
-                 world_size: int = 1, num_threads: int = 0) -> None:
+                 world_size: int = 1, num_threads: int = 0, lr_scale: float = 1.0) -> None:
         super().__init__(cfg, rank, world_size, num_threads)
         self.model_path = model_path
+        self.lr_scale = lr_scale  # online RL: prm.online_lr_scale
         self.init_from_policy = init_from_policy
         self.target = None
 
@@ -110,8 +111,9 @@ class PRMWorker(DeepSpeedWorker):
                                          trust_remote_code=self.cfg.model.trust_remote_code, readout=pc.readout)
         check_freeze_layers(model.config, pc.freeze_layers)
         grad_accum = accumulation_steps(rc.prompts_per_step * rc.group_size, self.world_size, 1, pc.micro_batch_size)
-        self.engine = self.build_engine(model, pc.lr, pc.weight_decay, pc.zero_stage, pc.micro_batch_size,
-                                        grad_accum, pc.grad_clip, lr_scale=lambda name: prm_lr_scale(name, pc))
+        self.engine = self.build_engine(model, pc.lr * self.lr_scale, pc.weight_decay, pc.zero_stage,
+                                        pc.micro_batch_size, grad_accum, pc.grad_clip,
+                                        lr_scale=lambda name: prm_lr_scale(name, pc))
         if pc.bootstrap == "ema":
             self.target = copy.deepcopy(self.engine.module).eval().requires_grad_(False)
 

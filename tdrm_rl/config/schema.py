@@ -211,6 +211,9 @@ class PRMConfig:
     # backward pass stops above them (no gradient is computed there). 0 trains every layer; with tied embeddings
     # the LM head is frozen with them. backbone_lr=0 freezes the whole backbone.
     freeze_layers: int = knob(0, ge=0)
+    # RL's online TD updates train at this fraction of prm.lr and prm.backbone_lr (the warm-up and `prm-train` at
+    # 1x): after an offline warm-up, more TD training at the warm-up's rate lowers step AUC (reports/prm_online.md).
+    online_lr_scale: float = knob(1.0, gt=0)
     weight_decay: float = knob(0.0, ge=0)
     grad_clip: float = knob(1.0, ge=0)
     zero_stage: int = knob(0, choices=ZERO_STAGES)

@@ -37,7 +37,7 @@ log = logging.getLogger("tdrm_rl.prm_warmup")
 WARMUP_CACHE_VERSION = 1
 SUMMARY_FILE = "warmup.json"
 # prm fields that change only the speed, the layout or the ONLINE schedule, never the warm-up weights.
-_PRM_NOT_IN_KEY = ("update", "update_every", "zero_stage", "world_size", "micro_batch_size")
+_PRM_NOT_IN_KEY = ("update", "update_every", "online_lr_scale", "zero_stage", "world_size", "micro_batch_size")
 _DATA_NOT_IN_KEY = ("eval_size", "verify_timeout_s")
 # The aggregation the one-line summary's pairwise accuracy uses: the state before the answer (the RL blend's read).
 SUMMARY_AGG = "last"

@@ -39,12 +39,33 @@ def stage_threads(cfg: RunConfig, cores: int, trainers_at_once: int) -> int:
     return max(1, cores // max(1, trainers_at_once))
 
 
+# The PRM's TD update runs alone on every core, before the policy update, once it took under this share of the
+# policy update's time. Beside the policy each holds half the cores; if doubling a trainer's threads speeds it up s
+# times (s ~ 1.7 for the tiny policy on 2 cores, reports/prm_cost.md), one after the other is faster when
+# prm / policy < s - 1 (~0.7). 0.5 keeps a margin: the default PRM (~0.7) stays beside the policy.
+PRM_ALONE_BELOW = 0.5
+
+
 class CoreShare:
-    """Sizes the torch threads of the worker groups that are about to compute together in one stage."""
+    """Sizes the torch threads of the worker groups that are about to compute together in one stage, and decides
+    whether a short PRM TD update runs alone (`prm_update_alone`) instead of beside the policy update."""
 
     def __init__(self, cfg: RunConfig, cores: int) -> None:
         self.cfg = cfg
         self.cores = cores
+        self.prm_to_policy: float | None = None  # the last update stage's in-worker PRM / policy update seconds
+
+    def record_update(self, metrics: dict[str, float]) -> None:
+        """Keep the update stage's PRM / policy time ratio (timing_s/prm_update / timing_s/policy_update)."""
+        policy, prm = metrics.get("timing_s/policy_update"), metrics.get("timing_s/prm_update")
+        if policy and prm:
+            self.prm_to_policy = prm / policy
+
+    def prm_update_alone(self) -> bool:
+        """Where the update stage splits the cores (stage_threads), a PRM update measured short runs on all of them
+        first, then the policy's: beside the policy it would leave its half idle once done."""
+        return (self.cores > 1 and stage_threads(self.cfg, self.cores, 2) > 0 and self.prm_to_policy is not None
+                and self.prm_to_policy < PRM_ALONE_BELOW)
 
     def stage(self, *groups) -> None:
         """`groups` (WorkerGroups) compute next, side by side: give their actors the cores between them."""

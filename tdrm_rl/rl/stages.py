@@ -7,7 +7,8 @@
                              prm.reuse_values_forward the PRM keeps this pass for its TD update (no second forward)
     prm_update_before        prm.update=online_before only: a TD update, then the PRM re-scores the batch
     advantages               blend rule and PRM rewards, then the advantage estimator
-    update                   policy update, and the PRM's TD update beside it (they touch different models)
+    update                   policy update, and the PRM's TD update beside it (they touch different models), or
+                             on CPU, once that update measured short, alone on every core just before it
     rollout_wait             trainer.async_rollout only: the next step's rollout finishes
     weight_sync              the policy's weights into every rollout worker
 
@@ -243,12 +244,19 @@ class StepStages:
 
     def update_stage(self, step: int, batch: Batch, prm_batch: Batch,
                      prm_metrics: dict[str, float] | None) -> dict[str, float]:
-        """The policy update, and the PRM's TD update beside it when the schedule says so."""
+        """The policy update, and the PRM's TD update when the schedule says so: beside it, or, once measured short
+        (CoreShare.prm_update_alone), alone on every core just before it (update/prm_alone = 1)."""
         prm_learns = self.schedule.with_policy_update(step)
-        self.cores.stage(self.policy, *([self.prm] if prm_learns else []))
+        alone = prm_learns and self.cores.prm_update_alone()
+        beside = prm_learns and not alone
+        if alone:
+            self.cores.stage(self.prm)
+            prm_metrics = self.prm.call("td_update", prm_batch, stage="prm_td_update")
+        self.cores.stage(self.policy, *([self.prm] if beside else []))
         policy = self.policy.start("update", batch, stage="policy_update")
-        prm = self.prm.start("td_update", prm_batch, stage="prm_td_update") if prm_learns else None
+        prm = self.prm.start("td_update", prm_batch, stage="prm_td_update") if beside else None
         metrics = policy.result()
+        metrics["update/prm_alone"] = float(alone)
         if prm is not None:
             metrics.update(prm.result())
         elif prm_metrics is not None:
@@ -258,6 +266,7 @@ class StepStages:
             metrics["prm/td_loss"] = float(prm_td_loss(batch.step_logits, targets, batch.step_mask,
                                                        self.cfg.prm.terminal_weight))
         metrics["prm/updated"] = float(prm is not None or prm_metrics is not None)
+        self.cores.record_update(metrics)
         return metrics
 
     def worker_timings(self) -> dict[str, float]:

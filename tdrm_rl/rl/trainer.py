@@ -98,7 +98,7 @@ class RLTrainer(StepStages):
         self.prm = WorkerGroup(PRMWorker, "prm", cfg, world_size=cfg.prm.world_size, num_cpus=cc.prm_cpus,
                                num_gpus=cc.num_gpus_per_worker, placement=self.placement,
                                distributed=True, model_path=prm_path, init_from_policy=cfg.model.prm_path is None,
-                               num_threads=trainer_threads, start=one_by_one)
+                               lr_scale=cfg.prm.online_lr_scale, num_threads=trainer_threads, start=one_by_one)
         if not one_by_one:
             start_groups(self.groups())
         self.weight_sync = WeightSync(cfg, self.policy, self.rollout)  # inprocess | reload | nccl | ipc

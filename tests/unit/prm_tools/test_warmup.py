@@ -66,7 +66,8 @@ def test_warmup_builds_a_prm_that_loads_and_scores_and_is_reused(policy, tmp_pat
     assert os.stat(os.path.join(os.path.dirname(path), SUMMARY_FILE)).st_mtime_ns == marker
 
     # Knobs that only change the online schedule or the speed share the cache.
-    assert warmup_cache_dir(cfg_for(tmp_path, "prm.update=frozen", "prm.micro_batch_size=4"), policy) == \
+    assert warmup_cache_dir(cfg_for(tmp_path, "prm.update=frozen", "prm.micro_batch_size=4",
+                                    "prm.online_lr_scale=0.1"), policy) == \
         warmup_cache_dir(cfg, policy)
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tdrm_rl.config import load_config
-from tdrm_rl.rl.cores import stage_threads, thread_split
+from tdrm_rl.rl.cores import PRM_ALONE_BELOW, CoreShare, stage_threads, thread_split
 from tdrm_rl.workers.base import BaseWorker
 
 
@@ -40,3 +40,17 @@ def test_worker_uses_the_threads_of_its_stage() -> None:
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("override,cores,alone", [([], 2, True), (["trainer.async_rollout=true"], 2, False),
+                                                  (["trainer.torch_threads=1"], 2, False),
+                                                  (["cluster.num_gpus_per_worker=1"], 2, False), ([], 1, False)])
+def test_short_prm_update_alone_only_where_the_update_stage_splits_cores(override, cores, alone) -> None:
+    share = CoreShare(load_config(None, override), cores)
+    assert not share.prm_update_alone()  # nothing measured yet
+    share.record_update({"timing_s/policy_update": 1.0, "timing_s/prm_update": PRM_ALONE_BELOW * 0.9})
+    assert share.prm_update_alone() == alone
+    share.record_update({"timing_s/policy_update": 1.0, "timing_s/prm_update": PRM_ALONE_BELOW * 1.1})
+    assert not share.prm_update_alone()
+    share.record_update({"timing_s/policy_update": 1.0})  # a step without a PRM update keeps the last ratio
+    assert share.prm_to_policy == pytest.approx(PRM_ALONE_BELOW * 1.1)

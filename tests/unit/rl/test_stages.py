@@ -83,3 +83,37 @@ def test_one_step_runs_every_stage_in_order_and_trains_what_the_schedule_says(ti
     assert metrics["timing_s/rollout_generate"] > 0 and metrics["timing_s/rollout_load_weights"] > 0
     assert metrics["timing_s/prm_values"] > 0 and metrics["timing_s/policy_update"] > 0
     assert all(not w.timings for g in (steps.rollout, steps.policy, steps.prm) for w in g.workers)
+
+
+def test_a_short_prm_update_runs_alone_on_every_core_just_before_the_policy_update(tiny_path, tmp_path):
+    """CPU, sync: beside the policy while unmeasured or long; alone on both cores, first, once measured short."""
+    cfg = load_config(None, [s for s in SIZES if not s.startswith("trainer.torch_threads")]
+                      + [f"trainer.output_dir={tmp_path}"])
+    steps = InProcessSteps(cfg, tiny_path)
+    steps.cores = CoreShare(cfg, 2)
+    seen = []  # (role, torch threads) at the start of each update, in call order
+    for group, method in ((steps.policy, "update"), (steps.prm, "td_update")):
+        real = getattr(group.workers[0], method)
+
+        def traced(*args, _real=real, _role=group.role, **kwargs):
+            seen.append((_role, torch.get_num_threads()))
+            return _real(*args, **kwargs)
+        setattr(group.workers[0], method, traced)
+    old_threads = torch.get_num_threads()
+    try:
+        first = steps.step(1)  # nothing measured yet: beside, one core each
+        assert seen == [("policy", 1), ("prm", 1)] and first["update/prm_alone"] == 0.0
+        assert steps.cores.prm_to_policy == pytest.approx(first["timing_s/prm_update"]
+                                                          / first["timing_s/policy_update"])
+        steps.cores.prm_to_policy = 0.1  # a short PRM update (e.g. prm.freeze_layers)
+        seen.clear()
+        policy_before, prm_before = state(steps.policy), state(steps.prm)
+        second = steps.step(2)
+        assert seen == [("prm", 2), ("policy", 2)] and second["update/prm_alone"] == 1.0
+        assert moved(policy_before, state(steps.policy)) and moved(prm_before, state(steps.prm))
+        assert second["prm/updated"] == 1.0 and second["timing_s/prm_update"] > 0
+        steps.cores.prm_to_policy = 0.9  # long again: back beside the policy
+        seen.clear()
+        assert steps.step(3)["update/prm_alone"] == 0.0 and seen == [("policy", 1), ("prm", 1)]
+    finally:
+        torch.set_num_threads(old_threads)
