@@ -11,6 +11,7 @@ to choose.
     .venv/bin/python reports/scripts/prm_online_study.py [--steps 60] [--seeds 0 1] [--out /tmp/prm_online]
 
 About 3 minutes an arm on 2 cores, plus one SFT warm start and one PRM warm-up per seed when not cached.
+The runs of an --out folder that already finished are read, not run again.
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from critic_cost_study import EFFECT, mean_of, run_arm  # noqa: E402
 
 ARMS = [  # name, overrides
-    ("online (default)", []),
+    ("online, lr x1 (the default before this study)", ["prm.online_lr_scale=1.0"]),
     ("frozen after warm-up", ["prm.update=frozen"]),
-    ("online, lr x0.3", ["prm.online_lr_scale=0.3"]),
+    ("online, lr x0.3 (the default now)", ["prm.online_lr_scale=0.3"]),
     ("online, lr x0.1", ["prm.online_lr_scale=0.1"]),
     ("online, lr x0.03", ["prm.online_lr_scale=0.03"]),
 ]
 FIRST = 10  # steps in the "first" window
+TRAIN_REWARD = ("reward/rule_mean", "train reward")  # the policy's sampled accuracy on the step's training problems
 
 
 def fmt(values: list[float]) -> str:
@@ -50,21 +52,22 @@ def main() -> None:
     ap.add_argument("--report", default="reports/prm_online.md")
     args = ap.parse_args()
     header = (["arm", "overrides"] + [f"{h}, steps 1-{FIRST}" for _, h in EFFECT[:1]]
-              + [f"{h}, last {args.steps // 2}" for _, h in EFFECT] + ["held-out greedy (start -> end)"])
+              + [f"{h}, last {args.steps // 2}" for _, h in EFFECT + [TRAIN_REWARD]] + ["held-out greedy (start -> end)"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, (name, overrides) in enumerate(ARMS):
-        first, late, greedy = {k: [] for k, _ in EFFECT}, {k: [] for k, _ in EFFECT}, []
+        first, late, greedy = {k: [] for k, _ in EFFECT}, {k: [] for k, _ in EFFECT + [TRAIN_REWARD]}, []
         for seed in args.seeds:
             out = os.path.join(args.out, f"seed{seed}", f"arm{i}")
             rows = read_metrics(run_arm(out, args.steps, [f"trainer.seed={seed}", *overrides]))
             steps = [r for r in rows if "timing_s/step" in r]
             for key, _ in EFFECT:
                 first[key].append(mean_of(steps[:FIRST], key))
+            for key in late:
                 late[key].append(mean_of(steps[len(steps) // 2:], key))
             evals = [r["eval/greedy_accuracy"] for r in rows if "eval/greedy_accuracy" in r]
             greedy.append(f"{evals[0]:.3f} -> {evals[-1]:.3f}" if evals else "-")
         key0 = EFFECT[0][0]
-        cells = [name, " ".join(overrides) or "-", fmt(first[key0])] + [fmt(late[k]) for k, _ in EFFECT]
+        cells = [name, " ".join(overrides) or "-", fmt(first[key0])] + [fmt(late[k]) for k in late]
         cells.append(", ".join(greedy))
         lines.append("| " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
@@ -78,10 +81,11 @@ def main() -> None:
 TEMPLATE = """# The online TD update against the PRM frozen after warm-up (issue 14)
 
 `.venv/bin/python reports/scripts/{command}` (`reports/scripts/prm_online_study.py`): the default recipe, {steps} RL
-steps an arm, seeds {seeds} (each seed its own SFT warm start and PRM warm-up), one run after another on this 2-core
-machine. The online step metrics are measured by the values stage on each fresh batch of training problems with the
+steps an arm, seeds {seeds} (trainer.seed: each its own PRM warm-up and RL streams; the SFT warm start has its own
+sft.seed and is shared), one run after another on this 2-core machine. The online step metrics are measured by the values stage on each fresh batch of training problems with the
 arith task's exact step labels, before the PRM trains on it: means over steps 1-{first} and over the last {half} steps,
-mean +- std over seeds. Held-out greedy accuracy (500 problems) at the warm start and at the end, per seed.
+mean +- std over seeds; the train reward is the policy's sampled accuracy on those batches. Held-out greedy accuracy
+(500 problems) at the warm start and at the end, per seed, reported only: nothing was chosen by it.
 
 {table}
 

@@ -41,9 +41,9 @@ def stage_threads(cfg: RunConfig, cores: int, trainers_at_once: int) -> int:
 
 # The PRM's TD update runs alone on every core, before the policy update, once it took under this share of the
 # policy update's time. Beside the policy each holds half the cores; if doubling a trainer's threads speeds it up s
-# times, one after the other is faster when prm / policy < s - 1. `make bench` (section schedule) measured s ~ 1.8
-# for the tiny recipe on 2 cores, so a break-even near 0.8 (the default PRM, at ~0.64: update stage 0.92x alone);
-# 0.7 keeps a margin.
+# times, one after the other is faster when prm / policy < s - 1. `make bench` (section schedule) measured s ~ 1.7-1.8
+# for the tiny recipe on 2 cores: the default PRM (~0.6-0.65) is at break-even (update stage 0.92x and 1.01x alone
+# in two runs), prm.freeze_layers=3 (~0.2) gains (0.84x, 0.74x). 0.7 stays below the break-even.
 PRM_ALONE_BELOW = 0.7
 
 
