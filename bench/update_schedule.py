@@ -32,7 +32,6 @@ def run(build: Callable[..., Any], quick: bool, trajectories: int, max_new_token
         try:
             trainer.set_shape(trajectories, max_new_tokens)
             runs: dict[str, list[dict[str, float]]] = {s: [] for s in SCHEDULES}
-            ratios = []
             counter = 5000
             for rep in range(reps + 1):  # round 0 warms both schedules up, off the clock
                 for schedule in SCHEDULES:
@@ -40,13 +39,12 @@ def run(build: Callable[..., Any], quick: bool, trajectories: int, max_new_token
                     counter += 1
                     metrics = trainer.step(counter)
                     assert metrics["update/prm_alone"] == float(schedule == "alone")
-                    ratios.append(metrics["timing_s/prm_update"] / metrics["timing_s/policy_update"])
                     if rep:
                         runs[schedule].append(metrics)
         finally:
             trainer.kill()
         med = {s: {k: median([r[k] for r in rs]) for k in KEYS} for s, rs in runs.items()}
-        ratio = median(ratios[2:])
+        ratio = median([r["timing_s/prm_update"] / r["timing_s/policy_update"] for rs in runs.values() for r in rs])
         results[name] = {"medians": med, "prm_to_policy": ratio, "driver_picks": "alone" if ratio < PRM_ALONE_BELOW
                          else "beside", "steps": runs}
     table = Table(f"Update stage: PRM TD update beside the policy's vs alone just before it ({trajectories} "
