@@ -22,6 +22,7 @@ import torch
 from tdrm_rl.data.batch import Batch
 from tdrm_rl.config import ConfigError, RunConfig
 from tdrm_rl.models.load import load_prm, prm_step_logits
+from tdrm_rl.models.prm_info import online_objective, write_prm_info
 from tdrm_rl.algos.td import ema_update, mean_abs_td_error, prm_td_loss, td_targets
 from tdrm_rl.workers.deepspeed import DeepSpeedWorker, accumulation_steps, split_chunks
 
@@ -116,6 +117,14 @@ class PRMWorker(DeepSpeedWorker):
                                         lr_scale=lambda name: prm_lr_scale(name, pc))
         if pc.bootstrap == "ema":
             self.target = copy.deepcopy(self.engine.module).eval().requires_grad_(False)
+
+    def save(self, path: str, objective: str | None = None) -> str:
+        """HF-format checkpoint plus what its values mean (`tdrm_prm.json`): `objective` defaults to the online TD
+        updates' (RL checkpoints), so `bon` reads an RL run's PRM with its TD discount."""
+        super().save(path)
+        if self.rank == 0:
+            write_prm_info(path, objective or online_objective(self.cfg), self.cfg)
+        return path
 
     def save_state(self, path: str) -> None:
         """Engine state plus the EMA target (safetensors), if any."""

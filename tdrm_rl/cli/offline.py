@@ -183,7 +183,8 @@ def _prm_specs(specs: list[str]) -> dict[str, str]:
 
 def cmd_bon(args, cfg: RunConfig) -> int:
     from tdrm_rl.prm_tools.bon import BON_AGGREGATIONS
-    from tdrm_rl.prm_tools.offline import (bon_eval, local_prm_worker, logprob_verifier_records, read_prm_info, score_records,
+    from tdrm_rl.models.prm_info import read_prm_info
+    from tdrm_rl.prm_tools.offline import (bon_eval, local_prm_worker, logprob_verifier_records, score_records,
                                  smoothness_eval, step_metrics_eval, write_scores_jsonl)
     from tdrm_rl.repro.tables import markdown_table, plot_lines
     from tdrm_rl.data.rollout_file import exact_step_labels

@@ -31,8 +31,6 @@ from tdrm_rl.algos.td import terminal_mask
 from tdrm_rl.rl.tracking import MetricsLogger
 
 OBJECTIVES = ("td", "td_lambda", "scalar", "orm", "exact")
-# Written into every trained PRM checkpoint: the objective and the discount its values carry.
-PRM_INFO_FILE = "tdrm_prm.json"
 
 
 # ----- in-process workers ---------------------------------------------------------------------------
@@ -179,8 +177,7 @@ def train_prm(cfg: RunConfig, init_path: str, records: list[Trajectory], objecti
                 loss = metrics.get("prm/td_loss", metrics.get("prm/label_loss"))
                 print(f"prm-train[{objective}] epoch {epoch} step {step}: loss {loss:.4f}")
     logger.close()
-    ckpt = worker.save(os.path.join(out_dir, "prm"))
-    write_prm_info(ckpt, objective, cfg)
+    ckpt = worker.save(os.path.join(out_dir, "prm"), objective=objective)
     summary = {"objective": objective, "checkpoint": ckpt, "optimizer_steps": step, "trajectories": len(batch),
                "epochs": epochs, "batch_size": batch_size, "seconds": time.perf_counter() - t0,
                "n_step": cfg.prm.n_step, "gamma": cfg.prm.gamma, "lam": cfg.prm.lam, "bootstrap": cfg.prm.bootstrap}
@@ -189,27 +186,6 @@ def train_prm(cfg: RunConfig, init_path: str, records: list[Trajectory], objecti
     if keep_worker:  # the caller goes on scoring with the trained network (no reload)
         summary["worker"] = worker
     return summary
-
-
-def value_discount(objective: str, cfg: RunConfig) -> float:
-    """The discount a PRM's values carry: prm.gamma for the TD objectives, 1 for label-trained PRMs."""
-    return float(cfg.prm.gamma) if objective in ("td", "td_lambda") else 1.0
-
-
-def write_prm_info(ckpt: str, objective: str, cfg: RunConfig) -> None:
-    info = {"objective": objective, "discount": value_discount(objective, cfg), "n_step": cfg.prm.n_step,
-            "gamma": cfg.prm.gamma, "lam": cfg.prm.lam, "td_mode": cfg.prm.td_mode}
-    with open(os.path.join(ckpt, PRM_INFO_FILE), "w") as f:
-        json.dump(info, f, indent=2)
-
-
-def read_prm_info(ckpt: str) -> dict[str, Any]:
-    """What `write_prm_info` wrote ({} for a checkpoint from elsewhere: discount 1 is assumed)."""
-    try:
-        with open(os.path.join(ckpt, PRM_INFO_FILE)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
 
 
 # ----- scoring, Best-of-N, smoothness -------------------------------------------------------------------

@@ -129,7 +129,8 @@ def _draw_problems(cfg: RunConfig, policy_path: str) -> list[Any]:
 def run_warmup(cfg: RunConfig, policy_path: str, out_dir: str) -> dict[str, Any]:
     """Rollouts -> offline TD training -> out_dir/prm (HF PRM), out_dir/warmup.json (the summary and key)."""
     from tdrm_rl.models.load import set_cpu_defaults
-    from tdrm_rl.prm_tools.offline import local_rollout_worker, sample_rollouts, train_prm, value_discount
+    from tdrm_rl.models.prm_info import value_discount
+    from tdrm_rl.prm_tools.offline import local_rollout_worker, sample_rollouts, train_prm
     from tdrm_rl.rl.tracking import read_metrics
 
     wc = cfg.prm_warmup

@@ -31,8 +31,8 @@ import torch
 from tdrm_rl.config import RunConfig, load_config
 from tdrm_rl.data.batch import Batch
 from tdrm_rl.prm_tools.offline import (bon_eval, local_rollout_worker, logprob_verifier_records, sample_rollouts,
-                                       score_records, search_eval, smoothness_eval, step_metrics_eval, train_prm,
-                                       value_discount)
+                                       score_records, search_eval, smoothness_eval, step_metrics_eval, train_prm)
+from tdrm_rl.models.prm_info import value_discount
 from tdrm_rl.repro.plan import (ABLATIONS, BASELINE, BUDGET_FRACTIONS, FULL, METHODS, PRM_RECIPE_FIELDS, QUICK,
                                 RL_METHODS, PaperPlan)
 from tdrm_rl.repro.report import write_report
