@@ -183,7 +183,7 @@ def _prm_specs(specs: list[str]) -> dict[str, str]:
 
 def cmd_bon(args, cfg: RunConfig) -> int:
     from tdrm_rl.prm_tools.bon import BON_AGGREGATIONS
-    from tdrm_rl.models.prm_info import read_prm_info
+    from tdrm_rl.models.prm_info import PRM_INFO_FILE, read_prm_info
     from tdrm_rl.prm_tools.offline import (bon_eval, local_prm_worker, logprob_verifier_records, score_records,
                                  smoothness_eval, step_metrics_eval, write_scores_jsonl)
     from tdrm_rl.repro.tables import markdown_table, plot_lines
@@ -205,7 +205,11 @@ def cmd_bon(args, cfg: RunConfig) -> int:
     for name, path in prms.items():
         worker = local_prm_worker(cfg, path, init_from_policy=False)
         scored[name] = score_records(worker, records, cfg.data.step_delimiter)
-        discounts[name] = float(read_prm_info(path).get("discount", 1.0))
+        info = read_prm_info(path)
+        if "discount" not in info:  # a checkpoint from elsewhere, or an RL run older than tdrm_prm.json
+            print(f"bon: {path} has no {PRM_INFO_FILE}; {name}'s values are read as undiscounted (discount 1)",
+                  file=sys.stderr)
+        discounts[name] = float(info.get("discount", 1.0))
     for name, batch in scored.items():
         smooth[name] = smoothness_eval(batch, cfg.prm.n_step, cfg.prm.gamma)
     any_batch = next(iter(scored.values()))

@@ -94,7 +94,6 @@ def test_export_writes_plain_hf_folders_without_engine_state(exported):
             "tdrm_rl_config.yaml", "chat_template.jinja"} <= policy
     prm = set(os.listdir(os.path.join(out, "prm")))
     assert ({"value_head.safetensors", "value_head.json"} <= prm) == (readout == "logprob")
-    assert "tdrm_prm.json" in prm  # what its values mean: `bon` reads the online TD discount from it
     everything = [n for d in ("policy", "prm") for n in os.listdir(os.path.join(out, d))]
     assert not [n for n in everything if n.endswith((".pt", ".bin", ".pth")) or "engine" in n]
     config = open(os.path.join(out, "policy", "tdrm_rl_config.yaml")).read()
