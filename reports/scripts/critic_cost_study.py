@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 
+RECIPE = "recipes/grpo_tdrm.yaml"
 ARMS = [  # name, overrides
     ("online (default)", []),
     ("freeze 2 of 4 layers", ["prm.freeze_layers=2"]),
@@ -39,9 +40,14 @@ def mean_of(rows: list[dict], key: str, only_positive: bool = False) -> float:
     return statistics.fmean(values) if values else float("nan")
 
 
+def cost_cell(value: float, base: float) -> str:
+    """A cost and its ratio to the first arm's; "-" where either is missing (nan)."""
+    return f"{value:.3f} ({value / base:.2f}x)" if base == base and value == value else "-"
+
+
 def run_arm(out: str, steps: int, overrides: list[str]) -> str:
     if not os.path.exists(os.path.join(out, "summary.json")):
-        cmd = [os.path.join(".venv", "bin", "tdrm-rl"), "train", "recipes/grpo_tdrm.yaml", f"trainer.total_steps={steps}",
+        cmd = [os.path.join(".venv", "bin", "tdrm-rl"), "train", RECIPE, f"trainer.total_steps={steps}",
                f"trainer.eval_every={steps}", "trainer.eval_sampled=false", "trainer.progress=false",
                f"trainer.output_dir={out}", *overrides]
         subprocess.run(cmd, check=True)
@@ -68,8 +74,7 @@ def main() -> None:
         for key, _ in COST:  # cost over every step after the first (start-up)
             value = mean_of(steps[1:], key, only_positive=key == "timing_s/prm_update")
             base.setdefault(key, value)
-            cells.append(f"{value:.3f} ({value / base[key]:.2f}x)" if base[key] == base[key] and value == value
-                         else "-")
+            cells.append(cost_cell(value, base[key]))
         cells += [f"{mean_of(late, key):.3f}" for key, _ in EFFECT]
         cells.append(f"{evals[0]:.3f} -> {evals[-1]:.3f}" if evals else "-")
         lines.append("| " + " | ".join(cells) + " |")

@@ -22,10 +22,9 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from critic_cost_study import EFFECT, mean_of, run_arm  # noqa: E402
+from critic_cost_study import EFFECT, RECIPE, cost_cell, mean_of, run_arm  # noqa: E402
 from prm_online_study import fmt  # noqa: E402
 
-RECIPE = "recipes/grpo_tdrm.yaml"
 ARMS = [  # name, overrides on top of model.prm_path=<the seed's warm PRM>
     ("online, every parameter (default)", []),
     ("online, backbone fixed (head + log-prob weight)", ["prm.backbone_lr=0"]),
@@ -77,7 +76,7 @@ def main() -> None:
             values = [v for v in cost[key] if v == v]
             value = statistics.fmean(values) if values else float("nan")
             base.setdefault(key, value)
-            cells.append(f"{value:.3f} ({value / base[key]:.2f}x)" if values and base[key] == base[key] else "-")
+            cells.append(cost_cell(value, base[key]))
         cells += [fmt(effect[k]) for k, _ in EFFECT] + [", ".join(greedy)]
         lines.append("| " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
